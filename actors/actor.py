@@ -1,0 +1,143 @@
+"""The embedding actor: a Ray Data callable class that loads the stack once and embeds Arrow batches.
+
+Input rows follow ``pipeline.readers.ROW_SCHEMA``; ``doc`` rows are embedded, ``reject`` and ``end``
+rows pass through untouched so that the writer sees every row of every unit. Every output row
+carries ``doc_end`` (true on the last output row of an input row), which lets the driver count
+input rows done whatever the granularity. A document that makes the stack fail becomes a reject
+(reason ``embedding_error``); the rest of its batch is kept.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+PASS_THROUGH = ("unit", "seq", "row", "id", "kind", "reject", "detail")
+
+
+def vector_array(vectors: list[np.ndarray | None], dim: int, dtype: str) -> pa.Array:
+    """``fixed_size_list<dtype>[dim]`` from per-row vectors (None → null), without a Python loop per float."""
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    matrix = np.zeros((len(vectors), dim), dtype=np_dtype)
+    mask = np.ones(len(vectors), dtype=bool)
+    for index, vector in enumerate(vectors):
+        if vector is not None:
+            matrix[index] = vector
+            mask[index] = False
+    values = pa.array(matrix.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(mask) if mask.any() else None)
+
+
+def token_vectors_array(per_row: list[np.ndarray | None], dim: int, dtype: str) -> pa.Array:
+    """``list<fixed_size_list<dtype>[dim]>``: each row's token vectors (None → null)."""
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    offsets = [0]
+    chunks = []
+    mask = []
+    for matrix in per_row:
+        if matrix is None:
+            offsets.append(offsets[-1])
+            mask.append(True)
+        else:
+            chunks.append(np.asarray(matrix, dtype=np_dtype).reshape(-1, dim))
+            offsets.append(offsets[-1] + chunks[-1].shape[0])
+            mask.append(False)
+    flat = np.concatenate(chunks) if chunks else np.zeros((0, dim), np_dtype)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner, mask=pa.array(mask))
+
+
+class EmbeddingActor:
+    """Ray Data actor: ``__init__`` loads the stack once, ``__call__`` embeds one Arrow batch."""
+
+    def __init__(self, job: dict[str, Any]):
+        import torch
+
+        from actors.embedder import TextEmbedder
+        from pipeline.config import JobConfig
+
+        config = JobConfig.model_validate(job)
+        threads = max(1, math.ceil(config.resources.cpus_per_actor))
+        torch.set_num_threads(int(os.environ.get("CORPUS_EMBED_TORCH_THREADS", threads)))
+        self.granularity = config.output.granularity
+        self.dtype = config.output.dtype
+        self.embedder = TextEmbedder(config.stack_spec(), config.pooling,
+                                     max_batch_tokens=config.resources.max_batch_tokens)
+        self.dim = self.embedder.dim if self.granularity != "token" else self.embedder.token_dim
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        columns = {name: batch.column(name).to_pylist() for name in PASS_THROUGH}
+        docs = [i for i, kind in enumerate(columns["kind"]) if kind == "doc"]
+        texts = batch.column("text").to_pylist()
+        results = self._embed_robustly([texts[i] for i in docs], columns, docs)
+        if self.granularity == "document":
+            return self._document_table(columns, docs, results)
+        return self._sentence_table(columns, docs, results)
+
+    # -- embedding with per-document fallback ------------------------------------------------
+    def _embed(self, texts: list[str]) -> list[Any]:
+        if self.granularity == "document":
+            matrix, counts = self.embedder.embed_documents(texts)
+            return [(matrix[i], counts[i]) for i in range(len(texts))]
+        return self.embedder.embed_sentences(texts, keep_tokens=self.granularity == "token")
+
+    def _embed_robustly(self, texts: list[str], columns: dict[str, list[Any]], docs: list[int]) -> dict[int, Any]:
+        try:
+            return dict(zip(docs, self._embed(texts)))
+        except Exception:  # noqa: BLE001 - isolate the failing documents, keep the others
+            log.warning("batch of %d documents failed; retrying one by one", len(texts), exc_info=True)
+        results: dict[int, Any] = {}
+        for index, text in zip(docs, texts):
+            try:
+                results[index] = self._embed([text])[0]
+            except Exception as error:  # noqa: BLE001
+                columns["kind"][index] = "reject"
+                columns["reject"][index] = "embedding_error"
+                columns["detail"][index] = f"{type(error).__name__}: {error}"[:500]
+        return results
+
+    # -- Arrow output ---------------------------------------------------------------------
+    def _document_table(self, columns: dict[str, list[Any]], docs: list[int], results: dict[int, Any]) -> pa.Table:
+        count = len(columns["seq"])
+        vectors: list[np.ndarray | None] = [None] * count
+        n_tokens: list[int | None] = [None] * count
+        for index, (vector, tokens) in results.items():
+            vectors[index] = vector
+            n_tokens[index] = tokens
+        table = {name: columns[name] for name in PASS_THROUGH}
+        table["doc_end"] = [True] * count
+        table["n_tokens"] = pa.array(n_tokens, pa.int32())
+        table["vector"] = vector_array(vectors, self.dim, self.dtype)
+        return pa.table(table)
+
+    def _sentence_table(self, columns: dict[str, list[Any]], docs: list[int], results: dict[int, Any]) -> pa.Table:
+        out: dict[str, list[Any]] = {name: [] for name in (*PASS_THROUGH, "doc_end", "sentence", "text", "tokens", "n_tokens")}
+        vectors: list[np.ndarray | None] = []
+        for index in range(len(columns["seq"])):
+            result = results.get(index)
+            sentences = result.sentences if result is not None else [None]
+            for number, sentence in enumerate(sentences):
+                for name in PASS_THROUGH:
+                    out[name].append(columns[name][index])
+                out["doc_end"].append(number == len(sentences) - 1)
+                out["sentence"].append(number if result is not None else None)
+                out["text"].append(sentence)
+                out["tokens"].append(result.tokens[number] if result is not None else None)
+                out["n_tokens"].append(len(result.tokens[number]) if result is not None else None)
+                vectors.append(result.vectors[number] if result is not None else None)
+        table: dict[str, Any] = {name: out[name] for name in (*PASS_THROUGH, "doc_end")}
+        table["sentence"] = pa.array(out["sentence"], pa.int32())
+        table["n_tokens"] = pa.array(out["n_tokens"], pa.int32())
+        if self.granularity == "sentence":
+            table["text"] = pa.array(out["text"], pa.string())
+            table["vector"] = vector_array(vectors, self.dim, self.dtype)
+        else:
+            table["tokens"] = pa.array(out["tokens"], pa.list_(pa.string()))
+            table["vectors"] = token_vectors_array(vectors, self.dim, self.dtype)
+        return pa.table(table)

@@ -1,0 +1,58 @@
+"""Sentence and document vectors from token vectors (Flair's DocumentPoolEmbeddings)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from actors.stack.base import Sentences, TokenEmbeddings
+
+POOLINGS = ("mean", "max", "min", "cls")
+
+
+class DocumentPoolEmbeddings(torch.nn.Module):
+    """Pools a token embedding over each sentence: mean | max | min, or the transformer's ``cls`` vector.
+
+    ``embed`` returns one ``[embedding_length]`` float32 vector per sentence. ``cls`` (as Flair's
+    TransformerDocumentEmbeddings) needs a stack made of one transformer only.
+    """
+
+    def __init__(self, token_embeddings: TokenEmbeddings, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.token_embeddings = token_embeddings
+        self.pooling = pooling
+        self._cls_source = _cls_source(token_embeddings) if pooling == "cls" else None
+        self.embedding_length = (
+            self._cls_source.hidden_size if self._cls_source is not None else token_embeddings.embedding_length
+        )
+
+    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
+        if self._cls_source is not None:
+            return self._cls_source.embed_cls(sentences)
+        pooled = []
+        for vectors in self.token_embeddings.embed(sentences):
+            if vectors.shape[0] == 0:
+                pooled.append(torch.zeros(self.embedding_length))
+            elif self.pooling == "mean":
+                pooled.append(vectors.mean(dim=0))
+            elif self.pooling == "max":
+                pooled.append(vectors.max(dim=0).values)
+            else:
+                pooled.append(vectors.min(dim=0).values)
+        return pooled
+
+    def config(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "tokens": self.token_embeddings.config()}
+
+
+def _cls_source(embeddings: TokenEmbeddings) -> Any:
+    from actors.stack.stacked import StackedEmbeddings
+
+    inner = embeddings
+    if isinstance(inner, StackedEmbeddings) and len(inner.embeddings) == 1:
+        inner = inner.embeddings[0]
+    if not hasattr(inner, "embed_cls"):
+        raise ValueError("pooling 'cls' needs a stack of exactly one transformer embedding")
+    return inner

@@ -1,0 +1,40 @@
+"""Concatenation of several token embeddings, in list order (as Flair's StackedEmbeddings)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from actors.stack.base import Sentences, TokenEmbeddings
+
+
+class StackedEmbeddings(TokenEmbeddings):
+    """``[e1 | e2 | ...]`` per token. The order is the list's: it fixes each dimension's meaning."""
+
+    def __init__(self, embeddings: Sequence[TokenEmbeddings], spec: list[dict[str, Any]] | None = None):
+        super().__init__()
+        if not embeddings:
+            raise ValueError("StackedEmbeddings needs at least one embedding")
+        self.embeddings = nn.ModuleList(embeddings)
+        self.embedding_length = sum(emb.embedding_length for emb in embeddings)
+        # The config the stack was built from (build_stack sets it): the fingerprint's source.
+        self.spec = spec
+
+    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
+        parts = [emb.embed(sentences) for emb in self.embeddings]
+        return [torch.cat([part[i] for part in parts], dim=-1) for i in range(len(sentences))]
+
+    def config(self) -> dict[str, Any]:
+        return {"stacked": [emb.config() for emb in self.embeddings]}
+
+    def model_files(self) -> list[str]:
+        return [path for emb in self.embeddings for path in emb.model_files()]
+
+    def fingerprint(self, pooling: str | None = None) -> str:
+        """Stable hash of the stack's config and its model files' bytes (see actors.stack.fingerprint)."""
+        from actors.stack.fingerprint import files_fingerprint, stack_fingerprint
+
+        if self.spec is not None:
+            return stack_fingerprint(self.spec, pooling)
+        return files_fingerprint({"stack": self.config(), "pooling": pooling}, self.model_files())

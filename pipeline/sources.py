@@ -1,0 +1,122 @@
+"""Shard discovery: which files make up the corpus, what format each is, and its fingerprint.
+
+A shard's fingerprint is its size plus its ETag (object stores) or mtime (local disks): cheap to
+read from a listing, and it changes whenever the content is replaced, which is what the nightly
+refresh needs to find changed shards without reading them.
+"""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeline.config import InputConfig, StorageConfig
+from pipeline.storage import filesystem
+
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+FORMATS_BY_SUFFIX = {
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".txt": "text", ".text": "text",
+}
+_GLOB_CHARS = set("*?[")
+
+
+class InputError(ValueError):
+    """The input path cannot be planned (missing, empty, or of unknown format)."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    url: str          # full URL (protocol included for object stores)
+    key: str          # path relative to the input root: stable across runs and machines
+    format: str       # jsonl | parquet | text
+    compression: str | None
+    size: int
+    version: str      # ETag or mtime
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha1(f"{self.size}:{self.version}".encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def detect_format(name: str, declared: str) -> tuple[str | None, str | None]:
+    """(format, compression) of a file name; format None when it cannot be told and none is declared."""
+    stem, suffix = posixpath.splitext(name.lower())
+    compression = COMPRESSIONS.get(suffix)
+    if compression:
+        stem, suffix = posixpath.splitext(stem)
+    if declared != "auto":
+        return declared, compression
+    return FORMATS_BY_SUFFIX.get(suffix), compression
+
+
+def _version(info: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if value not in (None, ""):
+            return str(value).strip('"')
+    return ""
+
+
+def _is_hidden(relative: str) -> bool:
+    return any(part.startswith(("_", ".")) for part in relative.split("/"))
+
+
+def discover_shards(config: InputConfig, storage: StorageConfig | None = None) -> tuple[list[Shard], list[str]]:
+    """List the input's shards, sorted by key; also the names skipped for an unknown format.
+
+    ``input.path`` may be one file, a folder/prefix (searched recursively), or a glob. Names that
+    start with ``_`` or ``.`` are skipped, as every Parquet reader does.
+    """
+    fs, path = filesystem(config.path, storage)
+    if any(char in path for char in _GLOB_CHARS):
+        parts = path.split("/")
+        literal = [part for part in parts[: next(i for i, p in enumerate(parts) if set(p) & _GLOB_CHARS)]]
+        root = "/".join(literal)
+        entries = fs.glob(path, detail=True)
+    elif fs.isdir(path):
+        root = path
+        entries = fs.find(path, detail=True)
+    elif fs.isfile(path):
+        root = posixpath.dirname(path)
+        entries = {path: fs.info(path)}
+    else:
+        raise InputError(f"input.path {config.path!r} does not exist (no file, folder or glob match)")
+
+    shards: list[Shard] = []
+    skipped: list[str] = []
+    for name, info in sorted(entries.items()):
+        if info.get("type") == "directory":
+            continue
+        relative = posixpath.relpath(name, root) if root else name
+        if _is_hidden(relative):
+            continue
+        file_format, compression = detect_format(relative, config.format)
+        if file_format is None:
+            skipped.append(relative)
+            continue
+        shards.append(Shard(
+            url=fs.unstrip_protocol(name) if not _local(fs) else name,
+            key=relative,
+            format=file_format,
+            compression=compression,
+            size=int(info.get("size") or 0),
+            version=_version(info),
+        ))
+    if not shards:
+        hint = f"; skipped {len(skipped)} file(s) of unknown format such as {skipped[:3]}" if skipped else ""
+        raise InputError(
+            f"input.path {config.path!r} holds no shards of a known format (.jsonl, .json, .ndjson, "
+            f".parquet, .txt, optionally .gz/.zst/.bz2){hint}; set input.format to read other names"
+        )
+    return shards, skipped
+
+
+def _local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
