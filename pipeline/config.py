@@ -6,6 +6,7 @@ gives an int). Errors name the field, the value and what is allowed.
 """
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -205,7 +206,11 @@ def parse_config(data: dict[str, Any], overrides: list[str] | None = None) -> Jo
     """Validate a config mapping (after overrides) into a JobConfig, or raise ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config: the top level must be a mapping, got {type(data).__name__}")
-    data = apply_overrides(data, list(overrides or []))
+    data = copy.deepcopy(data)
+    overrides = list(overrides or [])
+    if "stack" not in data and any(item.startswith("stack.") for item in overrides):
+        data["stack"] = [{layer.kind: layer.settings.model_dump()} for layer in _default_stack()]
+    data = apply_overrides(data, overrides)
     try:
         return JobConfig.model_validate(data)
     except ValidationError as error:

@@ -25,28 +25,116 @@ MIRROR_ENV = "CORPUS_EMBED_MODEL_MIRROR"
 DEFAULT_TRANSFORMER_ALIASES = ("default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 _FLAIR_BASE = "https://flair.informatik.hu-berlin.de/resources/embeddings/flair"
-# Flair's published character language models: id -> file URL (names as in Flair's own table).
+_FLAIR_ML_BASE = "https://raw.githubusercontent.com/qburst/models-repository/master/FlairMalayalamModels"
+# Flair's published character language models: id -> file URL, as in flair 0.15.1's
+# FlairEmbeddings.PRETRAINED_MODEL_ARCHIVE_MAP (ids are matched lowercased, as Flair does). Left out:
+# the CLEF-HIPE, Amharic and Ukrainian models, whose files are all named ``best-lm.pt`` and would
+# share one cache path here; give those by URL and local path instead.
 FLAIR_MODELS: dict[str, str] = {
+    # multilingual
+    "multi-forward": f"{_FLAIR_BASE}/lm-jw300-forward-v0.1.pt",
+    "multi-backward": f"{_FLAIR_BASE}/lm-jw300-backward-v0.1.pt",
+    "multi-v0-forward": f"{_FLAIR_BASE}/lm-multi-forward-v0.1.pt",
+    "multi-v0-backward": f"{_FLAIR_BASE}/lm-multi-backward-v0.1.pt",
+    "multi-forward-fast": f"{_FLAIR_BASE}/lm-multi-forward-fast-v0.1.pt",
+    "multi-backward-fast": f"{_FLAIR_BASE}/lm-multi-backward-fast-v0.1.pt",
+    # English
+    "en-forward": f"{_FLAIR_BASE}/news-forward-0.4.1.pt",
+    "en-backward": f"{_FLAIR_BASE}/news-backward-0.4.1.pt",
+    "en-forward-fast": f"{_FLAIR_BASE}/lm-news-english-forward-1024-v0.2rc.pt",
+    "en-backward-fast": f"{_FLAIR_BASE}/lm-news-english-backward-1024-v0.2rc.pt",
     "news-forward": f"{_FLAIR_BASE}/news-forward-0.4.1.pt",
     "news-backward": f"{_FLAIR_BASE}/news-backward-0.4.1.pt",
     "news-forward-fast": f"{_FLAIR_BASE}/lm-news-english-forward-1024-v0.2rc.pt",
     "news-backward-fast": f"{_FLAIR_BASE}/lm-news-english-backward-1024-v0.2rc.pt",
     "mix-forward": f"{_FLAIR_BASE}/lm-mix-english-forward-v0.2rc.pt",
     "mix-backward": f"{_FLAIR_BASE}/lm-mix-english-backward-v0.2rc.pt",
-    "multi-forward": f"{_FLAIR_BASE}/lm-jw300-forward-v0.1.pt",
-    "multi-backward": f"{_FLAIR_BASE}/lm-jw300-backward-v0.1.pt",
-    "multi-forward-fast": f"{_FLAIR_BASE}/lm-multi-forward-fast-v0.1.pt",
-    "multi-backward-fast": f"{_FLAIR_BASE}/lm-multi-backward-fast-v0.1.pt",
+    # Arabic, Bulgarian, Czech, Danish
+    "ar-forward": f"{_FLAIR_BASE}/lm-ar-opus-large-forward-v0.1.pt",
+    "ar-backward": f"{_FLAIR_BASE}/lm-ar-opus-large-backward-v0.1.pt",
+    "bg-forward-fast": f"{_FLAIR_BASE}/lm-bg-small-forward-v0.1.pt",
+    "bg-backward-fast": f"{_FLAIR_BASE}/lm-bg-small-backward-v0.1.pt",
+    "bg-forward": f"{_FLAIR_BASE}/lm-bg-opus-large-forward-v0.1.pt",
+    "bg-backward": f"{_FLAIR_BASE}/lm-bg-opus-large-backward-v0.1.pt",
+    "cs-forward": f"{_FLAIR_BASE}/lm-cs-opus-large-forward-v0.1.pt",
+    "cs-backward": f"{_FLAIR_BASE}/lm-cs-opus-large-backward-v0.1.pt",
+    "cs-v0-forward": f"{_FLAIR_BASE}/lm-cs-large-forward-v0.1.pt",
+    "cs-v0-backward": f"{_FLAIR_BASE}/lm-cs-large-backward-v0.1.pt",
+    "da-forward": f"{_FLAIR_BASE}/lm-da-opus-large-forward-v0.1.pt",
+    "da-backward": f"{_FLAIR_BASE}/lm-da-opus-large-backward-v0.1.pt",
+    # German
     "de-forward": f"{_FLAIR_BASE}/lm-mix-german-forward-v0.2rc.pt",
     "de-backward": f"{_FLAIR_BASE}/lm-mix-german-backward-v0.2rc.pt",
+    "de-historic-ha-forward": f"{_FLAIR_BASE}/lm-historic-hamburger-anzeiger-forward-v0.1.pt",
+    "de-historic-ha-backward": f"{_FLAIR_BASE}/lm-historic-hamburger-anzeiger-backward-v0.1.pt",
+    "de-historic-wz-forward": f"{_FLAIR_BASE}/lm-historic-wiener-zeitung-forward-v0.1.pt",
+    "de-historic-wz-backward": f"{_FLAIR_BASE}/lm-historic-wiener-zeitung-backward-v0.1.pt",
+    "de-historic-rw-forward": f"{_FLAIR_BASE}/redewiedergabe_lm_forward.pt",
+    "de-historic-rw-backward": f"{_FLAIR_BASE}/redewiedergabe_lm_backward.pt",
+    # Spanish, Basque, Persian, Finnish, French
+    "es-forward": f"{_FLAIR_BASE}/lm-es-forward.pt",
+    "es-backward": f"{_FLAIR_BASE}/lm-es-backward.pt",
+    "es-forward-fast": f"{_FLAIR_BASE}/lm-es-forward-fast.pt",
+    "es-backward-fast": f"{_FLAIR_BASE}/lm-es-backward-fast.pt",
+    "es-clinical-forward": f"{_FLAIR_BASE}/es-clinical-forward.pt",
+    "es-clinical-backward": f"{_FLAIR_BASE}/es-clinical-backward.pt",
+    "eu-forward": f"{_FLAIR_BASE}/lm-eu-opus-large-forward-v0.2.pt",
+    "eu-backward": f"{_FLAIR_BASE}/lm-eu-opus-large-backward-v0.2.pt",
+    "eu-v1-forward": f"{_FLAIR_BASE}/lm-eu-opus-large-forward-v0.1.pt",
+    "eu-v1-backward": f"{_FLAIR_BASE}/lm-eu-opus-large-backward-v0.1.pt",
+    "eu-v0-forward": f"{_FLAIR_BASE}/lm-eu-large-forward-v0.1.pt",
+    "eu-v0-backward": f"{_FLAIR_BASE}/lm-eu-large-backward-v0.1.pt",
+    "fa-forward": f"{_FLAIR_BASE}/lm-fa-opus-large-forward-v0.1.pt",
+    "fa-backward": f"{_FLAIR_BASE}/lm-fa-opus-large-backward-v0.1.pt",
+    "fi-forward": f"{_FLAIR_BASE}/lm-fi-opus-large-forward-v0.1.pt",
+    "fi-backward": f"{_FLAIR_BASE}/lm-fi-opus-large-backward-v0.1.pt",
     "fr-forward": f"{_FLAIR_BASE}/lm-fr-charlm-forward.pt",
     "fr-backward": f"{_FLAIR_BASE}/lm-fr-charlm-backward.pt",
-    "es-forward": f"{_FLAIR_BASE}/language_model_es_forward_long/lm-es-forward.pt",
-    "es-backward": f"{_FLAIR_BASE}/language_model_es_backward_long/lm-es-backward.pt",
-    "nl-forward": f"{_FLAIR_BASE}/lm-nl-large-forward-v0.1.pt",
-    "nl-backward": f"{_FLAIR_BASE}/lm-nl-large-backward-v0.1.pt",
-    "pubmed-forward": f"{_FLAIR_BASE}/pubmed-2015-fw-lm.pt",
-    "pubmed-backward": f"{_FLAIR_BASE}/pubmed-2015-bw-lm.pt",
+    # Hebrew, Hindi, Croatian, Indonesian, Italian, Japanese
+    "he-forward": f"{_FLAIR_BASE}/lm-he-opus-large-forward-v0.1.pt",
+    "he-backward": f"{_FLAIR_BASE}/lm-he-opus-large-backward-v0.1.pt",
+    "hi-forward": f"{_FLAIR_BASE}/lm-hi-opus-large-forward-v0.1.pt",
+    "hi-backward": f"{_FLAIR_BASE}/lm-hi-opus-large-backward-v0.1.pt",
+    "hr-forward": f"{_FLAIR_BASE}/lm-hr-opus-large-forward-v0.1.pt",
+    "hr-backward": f"{_FLAIR_BASE}/lm-hr-opus-large-backward-v0.1.pt",
+    "id-forward": f"{_FLAIR_BASE}/lm-id-opus-large-forward-v0.1.pt",
+    "id-backward": f"{_FLAIR_BASE}/lm-id-opus-large-backward-v0.1.pt",
+    "it-forward": f"{_FLAIR_BASE}/lm-it-opus-large-forward-v0.1.pt",
+    "it-backward": f"{_FLAIR_BASE}/lm-it-opus-large-backward-v0.1.pt",
+    "ja-forward": f"{_FLAIR_BASE}/japanese-forward.pt",
+    "ja-backward": f"{_FLAIR_BASE}/japanese-backward.pt",
+    # Malayalam
+    "ml-forward": f"{_FLAIR_ML_BASE}/ml-forward.pt",
+    "ml-backward": f"{_FLAIR_ML_BASE}/ml-backward.pt",
+    # Dutch, Norwegian, Polish, Portuguese
+    "nl-forward": f"{_FLAIR_BASE}/lm-nl-opus-large-forward-v0.1.pt",
+    "nl-backward": f"{_FLAIR_BASE}/lm-nl-opus-large-backward-v0.1.pt",
+    "nl-v0-forward": f"{_FLAIR_BASE}/lm-nl-large-forward-v0.1.pt",
+    "nl-v0-backward": f"{_FLAIR_BASE}/lm-nl-large-backward-v0.1.pt",
+    "no-forward": f"{_FLAIR_BASE}/lm-no-opus-large-forward-v0.1.pt",
+    "no-backward": f"{_FLAIR_BASE}/lm-no-opus-large-backward-v0.1.pt",
+    "pl-forward": f"{_FLAIR_BASE}/lm-polish-forward-v0.2.pt",
+    "pl-backward": f"{_FLAIR_BASE}/lm-polish-backward-v0.2.pt",
+    "pl-opus-forward": f"{_FLAIR_BASE}/lm-pl-opus-large-forward-v0.1.pt",
+    "pl-opus-backward": f"{_FLAIR_BASE}/lm-pl-opus-large-backward-v0.1.pt",
+    "pt-forward": f"{_FLAIR_BASE}/lm-pt-forward.pt",
+    "pt-backward": f"{_FLAIR_BASE}/lm-pt-backward.pt",
+    # PubMed
+    "pubmed-forward": f"{_FLAIR_BASE}/pubmed-forward.pt",
+    "pubmed-backward": f"{_FLAIR_BASE}/pubmed-backward.pt",
+    "pubmed-2015-forward": f"{_FLAIR_BASE}/pubmed-2015-fw-lm.pt",
+    "pubmed-2015-backward": f"{_FLAIR_BASE}/pubmed-2015-bw-lm.pt",
+    # Slovenian, Swedish, Tamil
+    "sl-forward": f"{_FLAIR_BASE}/lm-sl-opus-large-forward-v0.1.pt",
+    "sl-backward": f"{_FLAIR_BASE}/lm-sl-opus-large-backward-v0.1.pt",
+    "sl-v0-forward": f"{_FLAIR_BASE}/lm-sl-large-forward-v0.1.pt",
+    "sl-v0-backward": f"{_FLAIR_BASE}/lm-sl-large-backward-v0.1.pt",
+    "sv-forward": f"{_FLAIR_BASE}/lm-sv-opus-large-forward-v0.1.pt",
+    "sv-backward": f"{_FLAIR_BASE}/lm-sv-opus-large-backward-v0.1.pt",
+    "sv-v0-forward": f"{_FLAIR_BASE}/lm-sv-large-forward-v0.1.pt",
+    "sv-v0-backward": f"{_FLAIR_BASE}/lm-sv-large-backward-v0.1.pt",
+    "ta-forward": f"{_FLAIR_BASE}/lm-ta-opus-large-forward-v0.1.pt",
+    "ta-backward": f"{_FLAIR_BASE}/lm-ta-opus-large-backward-v0.1.pt",
 }
 
 _ELMO_BASE = "https://allennlp.s3.amazonaws.com/models/elmo"
@@ -72,6 +160,29 @@ ELMO_MODELS: dict[str, tuple[str, str]] = {
         f"{_ELMO_BASE}/contributed/pubmed/elmo_2x4096_512_2048cnn_2xhighway_options.json",
         f"{_ELMO_BASE}/contributed/pubmed/elmo_2x4096_512_2048cnn_2xhighway_weights_PubMed_only.hdf5",
     ),
+}
+
+_WORD_BASE = "https://flair.informatik.hu-berlin.de/resources/embeddings/token"
+# Flair's published classic word vectors: id -> gensim KeyedVectors file URL. Each file keeps its
+# matrix in a companion "<file>.vectors.npy" beside it; the mirror and the cache hold both under word/. Two-letter codes (or "<code>-wiki") are fastText vectors trained on
+# Wikipedia, "<code>-crawl" the ones trained on Common Crawl, as in Flair; "en" is Flair's "news".
+_WORD_FILES = {
+    "glove": "glove.gensim",
+    "turian": "turian",
+    "extvec": "extvec.gensim",
+    "pubmed": "pubmed_pmc_wiki_sg_1M.gensim",
+    "crawl": "en-fasttext-crawl-300d-1M",
+    "news": "en-fasttext-news-300d-1M",
+    "twitter": "twitter.gensim",
+}
+_WORD_LANGUAGES = ("de", "fr", "es", "it", "nl", "pt", "sv", "da", "no", "fi", "pl", "cz", "ru", "ar", "zh", "ja")
+WORD_MODELS: dict[str, str] = {
+    **{name: f"{_WORD_BASE}/{file}" for name, file in _WORD_FILES.items()},
+    **{f"en-{name}": f"{_WORD_BASE}/{file}" for name, file in _WORD_FILES.items()},
+    "en": f"{_WORD_BASE}/{_WORD_FILES['news']}",
+    **{code: f"{_WORD_BASE}/{code}-wiki-fasttext-300d-1M" for code in _WORD_LANGUAGES},
+    **{f"{code}-wiki": f"{_WORD_BASE}/{code}-wiki-fasttext-300d-1M" for code in _WORD_LANGUAGES},
+    **{f"{code}-crawl": f"{_WORD_BASE}/{code}-crawl-fasttext-300d-1M" for code in _WORD_LANGUAGES},
 }
 
 
@@ -122,7 +233,10 @@ def resolve_file(kind: str, name: str, published: dict[str, str] | None = None) 
         tried.append(f"local path {expanded}")
         if os.path.exists(expanded):
             return Resolution(expanded, tuple(tried))
-    url = (published or {}).get(name, name if _has_scheme(name) else None)
+    published = published or {}
+    if name not in published and name.lower() in published:
+        name = name.lower()  # published ids are case-insensitive, as in Flair
+    url = published.get(name, name if _has_scheme(name) else None)
     file_name = url.rstrip("/").rsplit("/", 1)[-1] if url else os.path.basename(name)
     cached = cache_dir() / kind / file_name
     tried.append(f"cache {cached}")

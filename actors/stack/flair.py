@@ -1,0 +1,238 @@
+"""Flair's contextual string embeddings (Akbik et al., 2018), from Flair's own ``.pt`` files, without flair.
+
+A character language model (forward or backward) reads the sentence as one string; a word's
+vector is the LM's output at one character position. The semantics are those of flair 0.15.1's
+``FlairEmbeddings`` and ``LanguageModel.get_representation``, so that the same model file gives
+the same numbers:
+
+- the text is the tokens joined by single spaces; the LM input is the model's document delimiter
+  ("\\n"), the text (reversed for a backward LM) and one space;
+- the forward LM's vector for a word is its output at the character after the word
+  (``with_whitespace=True``) or at the word's last character; the backward LM's is its output
+  before the word's first character (the position after it in the reversed string) or at it;
+- characters missing from the model's dictionary read as ``<unk>`` (id 0); lengths are code points.
+
+Unlike Flair, many sentences share one LSTM call: they are sorted by length and cut into batches
+by a character budget (``max_batch_chars``), padded on the right. Padding sits after every
+position a sentence reads, and an LSTM never looks ahead, so a sentence's vectors do not depend
+on its batch. ``chars_per_chunk`` runs the LSTM over slices of that many characters, carrying the
+state from slice to slice, and keeps only the rows that are read: it bounds memory and never
+changes the output.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from actors.stack.base import Sentences, TokenEmbeddings
+from actors.stack.batching import budget_batches
+from actors.stack.device import autocast, pick_device
+from actors.stack.registry import FLAIR_MODELS, resolve_file
+from actors.stack.safe_pickle import FlairDictionary, load_flair_lm
+
+_RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class CharLanguageModel(nn.Module):
+    """Flair's ``LanguageModel`` without its decoder: char embedding → LSTM (or GRU) → optional projection.
+
+    Submodule names match Flair's, so a Flair ``state_dict`` loads as is; the decoder (next-character
+    prediction head) is not needed for embeddings and is dropped.
+    """
+
+    def __init__(
+        self,
+        n_chars: int,
+        embedding_size: int,
+        hidden_size: int,
+        nlayers: int,
+        nout: int | None = None,
+        recurrent_type: str = "lstm",
+    ) -> None:
+        super().__init__()
+        if recurrent_type not in _RECURRENT:
+            raise ValueError(f"recurrent_type {recurrent_type!r} is not one of {sorted(_RECURRENT)}")
+        self.encoder = nn.Embedding(n_chars, embedding_size)
+        self.rnn = _RECURRENT[recurrent_type](embedding_size, hidden_size, nlayers)
+        self.proj = nn.Linear(hidden_size, nout) if nout is not None else None
+        self.output_size = nout if nout is not None else hidden_size
+
+    def forward(self, char_ids: torch.Tensor, hidden: Any = None) -> tuple[torch.Tensor, Any]:
+        """``char_ids`` [time, batch] → (outputs [time, batch, output_size], state to carry on)."""
+        output, hidden = self.rnn(self.encoder(char_ids), hidden)
+        if self.proj is not None:
+            output = self.proj(output)
+        return output, hidden
+
+    @classmethod
+    def from_flair_state(cls, state: dict[str, Any], source: str) -> "CharLanguageModel":
+        """Build from ``load_flair_lm``'s dict; fails naming ``source`` if the weights do not fit."""
+        weights = {k: v for k, v in state["state_dict"].items() if not k.startswith("decoder.")}
+        if "encoder.weight" not in weights:
+            raise ValueError(f"{source}: state_dict has no 'encoder.weight'")
+        model = cls(
+            n_chars=weights["encoder.weight"].shape[0],
+            embedding_size=state["embedding_size"],
+            hidden_size=state["hidden_size"],
+            nlayers=state["nlayers"],
+            nout=state["nout"],
+            recurrent_type=state["recurrent_type"],
+        )
+        try:
+            model.load_state_dict(weights, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{source}: weights do not fit the architecture its settings describe: {error}") from None
+        return model
+
+
+@dataclass(frozen=True)
+class _LMInput:
+    """One sentence as the LM reads it: character ids and, per token, the position whose output is its vector."""
+
+    char_ids: list[int]
+    positions: list[int]
+
+
+def _lower_keeping_length(text: str) -> str:
+    # Flair lowercases the whole string but reads offsets from the original tokens; a character
+    # whose lowercase is longer (e.g. "İ") would shift every later offset, so it is kept as is.
+    return "".join(low if len(low := char.lower()) == 1 else char for char in text)
+
+
+def lm_input(
+    tokens: Sequence[str],
+    dictionary: FlairDictionary,
+    is_forward_lm: bool,
+    with_whitespace: bool,
+    delimiter: str = "\n",
+    is_lower: bool = False,
+) -> tuple[str, _LMInput]:
+    """The LM input string of one sentence, its char ids and the positions read (Flair's offset rules)."""
+    text = " ".join(tokens)
+    lm_text = _lower_keeping_length(text) if is_lower else text
+    string = f"{delimiter}{lm_text if is_forward_lm else lm_text[::-1]} "
+    positions: list[int] = []
+    offset_forward = len(delimiter)
+    offset_backward = len(text) + len(delimiter)
+    for token in tokens:
+        offset_forward += len(token)
+        at = offset_forward if is_forward_lm else offset_backward
+        positions.append(at if with_whitespace else at - 1)
+        offset_forward += 1
+        offset_backward -= 1 + len(token)
+    return string, _LMInput(dictionary.char_ids(string), positions)
+
+
+def resolve_flair_model(model: str | os.PathLike[str]) -> str:
+    """Local path of ``model``: a path, a URL / object-storage path, or a published id (any case, as in Flair)."""
+    return resolve_file("flair", os.fspath(model), FLAIR_MODELS).path
+
+
+class FlairEmbeddings(TokenEmbeddings):
+    """Contextual string embeddings from one Flair character LM (forward or backward).
+
+    Args (names and meaning as in Flair):
+        model: a local ``.pt`` path, a URL or object-storage path, or a published id such as
+            ``news-forward`` (see ``registry.FLAIR_MODELS``); missing files raise ``ModelNotFoundError``.
+        with_whitespace: read the state at the whitespace after a word (forward LM) / before it
+            (backward LM) instead of at the word's own boundary character.
+        chars_per_chunk: characters per LSTM call; bounds memory, never changes the output.
+        is_lower: lowercase the text before the LM reads it (for LMs trained on lowercased text).
+        max_batch_chars: padded characters per batch (longest string x sentences).
+        device: where the LM runs (default: the first GPU, else the CPU).
+        precision: autocast on GPU (``auto`` | ``float32`` | ``bfloat16`` | ``float16``); CPU is float32.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        with_whitespace: bool = True,
+        chars_per_chunk: int = 512,
+        is_lower: bool = False,
+        max_batch_chars: int = 32768,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+    ) -> None:
+        super().__init__()
+        if chars_per_chunk < 1:
+            raise ValueError(f"chars_per_chunk must be >= 1, got {chars_per_chunk}")
+        if max_batch_chars < 1:
+            raise ValueError(f"max_batch_chars must be >= 1, got {max_batch_chars}")
+        self.model = os.fspath(model)
+        self.model_path = resolve_flair_model(model)
+        state = load_flair_lm(self.model_path)
+        self.lm = CharLanguageModel.from_flair_state(state, self.model_path)
+        self.dictionary: FlairDictionary = state["dictionary"]
+        self.is_forward_lm: bool = state["is_forward_lm"]
+        self.document_delimiter: str = state["document_delimiter"]
+        self.with_whitespace = with_whitespace
+        self.chars_per_chunk = chars_per_chunk
+        self.is_lower = is_lower
+        self.max_batch_chars = max_batch_chars
+        self.precision = precision
+        self.name = self.model_path
+        self.embedding_length = self.lm.output_size
+        # Flair pads with the space character; which id pads does not change any output read.
+        self._pad_id = self.dictionary.id_of(" ", 0)
+        self.requires_grad_(False)
+        self.eval()
+        self.to(pick_device(device))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "FlairEmbeddings",
+            "model": self.model,
+            "with_whitespace": self.with_whitespace,
+            "is_lower": self.is_lower,
+            "precision": self.precision,
+        }
+
+    def model_files(self) -> list[str]:
+        return [self.model_path]
+
+    def lm_input(self, tokens: Sequence[str]) -> tuple[str, _LMInput]:
+        """The exact string this LM reads for ``tokens`` and the char ids and positions used."""
+        return lm_input(
+            tokens, self.dictionary, self.is_forward_lm, self.with_whitespace, self.document_delimiter, self.is_lower
+        )
+
+    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
+        inputs = [self.lm_input(sentence)[1] for sentence in sentences]
+        results: list[torch.Tensor] = [torch.zeros(0, self.embedding_length) for _ in sentences]
+        todo = [i for i, sentence in enumerate(sentences) if len(sentence) > 0]
+        lengths = [len(inputs[i].char_ids) for i in todo]
+        device = self.device
+        with torch.inference_mode(), autocast(device, self.precision):
+            for batch in budget_batches(lengths, self.max_batch_chars):
+                indexes = [todo[j] for j in batch]
+                vectors = self._embed_batch([inputs[i] for i in indexes], device)
+                for index, tensor in zip(indexes, vectors):
+                    results[index] = tensor
+        return results
+
+    def _embed_batch(self, batch: list[_LMInput], device: torch.device) -> list[torch.Tensor]:
+        """Run the LM over a batch chunk by chunk, keeping only the rows tokens read."""
+        longest = max(len(item.char_ids) for item in batch)
+        ids = torch.full((longest, len(batch)), self._pad_id, dtype=torch.long)
+        for column, item in enumerate(batch):
+            ids[: len(item.char_ids), column] = torch.tensor(item.char_ids, dtype=torch.long)
+        positions = torch.tensor([p for item in batch for p in item.positions], dtype=torch.long)
+        columns = torch.tensor([c for c, item in enumerate(batch) for _ in item.positions], dtype=torch.long)
+        # One host-to-device copy per batch: ids, positions and columns travel together.
+        packed = torch.cat([ids.flatten(), positions, columns]).to(device, non_blocking=True)
+        ids = packed[: ids.numel()].view(longest, len(batch))
+        positions, columns = packed[ids.numel():].view(2, -1)
+
+        rows = torch.empty(positions.numel(), self.embedding_length, dtype=torch.float32, device=device)
+        hidden = None
+        for start in range(0, longest, self.chars_per_chunk):
+            end = min(start + self.chars_per_chunk, longest)
+            output, hidden = self.lm(ids[start:end], hidden)
+            wanted = (positions >= start) & (positions < end)
+            rows[wanted] = output[positions[wanted] - start, columns[wanted]].float()
+        rows = rows.cpu()
+        return [part.clone() for part in rows.split([len(item.positions) for item in batch])]
