@@ -1,0 +1,397 @@
+"""Flair's ``TransformerWordEmbeddings``: one vector per pre-tokenized word from a Hugging Face encoder.
+
+The numbers match flair 0.15.1 on the same model files. How a word's vector is made:
+
+1. The fast tokenizer splits each word into WordPieces (``is_split_into_words=True``) and says which
+   word each piece came from (``word_ids()``). A word with no pieces (a zero-width character, say)
+   gets an exact zero vector; its neighbours keep their own pieces, so alignment never shifts.
+2. A sentence longer than the model's window (``model_max_length``, special tokens included) runs
+   as overlapping windows with ``stride = model_max_length // 2`` pieces of overlap, as the
+   tokenizer's ``return_overflowing_tokens`` cuts them. Each piece is then read from exactly one
+   window, the one where it has the most context: for a window of 512 and a stride of 256,
+   positions ``[0:383)`` of the first window, ``[129:383)`` of each middle one and ``[129:)`` of the
+   last (Flair's ``combine_strided_tensors``). No word is ever truncated.
+3. The chosen ``hidden_states`` layers (0 is the embedding output) are combined: mean, sum,
+   concatenation in the listed order, or a scalar mix.
+4. A word's pieces are pooled: first, last, first_last (``[first | last]``) or mean.
+
+Windows of all sentences are batched together, longest first, under a padded-token budget; a
+window's vectors do not depend on its batch-mates (attention masks), and a piece is read from
+the same window whichever batch it lands in, so results are batch-invariant.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from actors.stack.base import Sentences, TokenEmbeddings
+from actors.stack.batching import budget_batches
+from actors.stack.device import autocast, pick_device
+from actors.stack.registry import model_file_list, resolve_transformer
+from actors.stack.scalar_mix import ScalarMix
+
+POOLINGS = ("first", "last", "first_last", "mean")
+COMBINES = ("mean", "sum", "concat", "scalar_mix")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+# Tokenizers that do not know their window report a huge sentinel; beyond this we ask the config.
+_UNSET_MAX_LENGTH = 1_000_000
+
+
+@dataclass(eq=False)
+class _LoadedModel:
+    """A tokenizer and a frozen encoder, shared by every embedding built from the same files.
+
+    Sharing matters on GPUs: a stack that reads two layer settings of one model holds its
+    weights once. The weights are frozen and only read, so sharing cannot change any output.
+    """
+
+    tokenizer: Any
+    model: nn.Module
+    num_hidden_states: int
+    max_length: int
+
+
+_CACHE: "weakref.WeakValueDictionary[tuple[str, str], _LoadedModel]" = weakref.WeakValueDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def _load(path: str, device: torch.device) -> _LoadedModel:
+    """Load (or reuse) the tokenizer and encoder at ``path`` on ``device``; safetensors only."""
+    key = (os.path.abspath(path) if os.path.isdir(path) else path, str(device))
+    with _CACHE_LOCK:
+        loaded = _CACHE.get(key)
+        if loaded is not None and _module_device(loaded.model) == device:
+            return loaded
+        loaded = _load_uncached(path, device)
+        _CACHE[key] = loaded
+        return loaded
+
+
+def _load_uncached(path: str, device: torch.device) -> _LoadedModel:
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"transformer model {path!r} has no fast tokenizer (tokenizer.json); word alignment "
+            "needs the fast tokenizer's word_ids()"
+        )
+    # use_safetensors: never unpickle a pytorch_model.bin. float(): the reference outputs are
+    # float32, and transformers 5 would otherwise keep a half-precision checkpoint's dtype.
+    model = AutoModel.from_pretrained(path, output_hidden_states=True, use_safetensors=True)
+    model = model.float().eval().requires_grad_(False).to(device)
+    max_length = int(tokenizer.model_max_length)
+    if max_length >= _UNSET_MAX_LENGTH:
+        max_length = min(int(getattr(model.config, "max_position_embeddings", 512)), 512)
+    probe = tokenizer([["a"]], is_split_into_words=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden_states = model(input_ids=probe["input_ids"].to(device)).hidden_states
+    return _LoadedModel(tokenizer, model, len(hidden_states), max_length)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def parse_layers(layers: str | int | Sequence[int], num_hidden_states: int) -> list[int]:
+    """``"all"`` or a comma list of indexes into ``hidden_states`` (negatives count from the top)."""
+    if isinstance(layers, str):
+        if layers.strip() == "all":
+            return list(range(num_hidden_states))
+        try:
+            indexes = [int(part) for part in layers.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"layers must be 'all' or a comma list of integers, got {layers!r}") from None
+    elif isinstance(layers, int):
+        indexes = [layers]
+    else:
+        indexes = [int(index) for index in layers]
+    if not indexes:
+        raise ValueError("layers names no layer")
+    for index in indexes:
+        if not -num_hidden_states <= index < num_hidden_states:
+            raise ValueError(
+                f"layer {index} out of range: the model has {num_hidden_states} hidden states "
+                f"(0 = embedding output, 1..{num_hidden_states - 1} = transformer layers)"
+            )
+    return indexes
+
+
+@dataclass
+class _Row:
+    """One window of one sentence, and what its positions contribute to the output.
+
+    ``targets`` index the call's flat output ``[n_words_total * parts, dim]``; ``weights`` are
+    1 for first/last pooling and ``1 / n_pieces`` for mean pooling.
+    """
+
+    input_ids: list[int]
+    positions: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+
+
+def _kept_range(window: int, n_windows: int, length: int, left: int, step: int, half: int) -> tuple[int, int]:
+    """Positions of a window whose pieces are read from it (Flair's ``combine_strided_tensors``).
+
+    Window ``k`` starts ``k * step`` pieces into the sentence; consecutive windows overlap by
+    ``stride`` pieces, and the overlap is split in the middle (``half`` pieces each side), so every
+    piece is read from exactly one window, away from its edges.
+    """
+    if n_windows == 1:
+        return 0, length
+    start = 0 if window == 0 else left + half
+    stop = length if window == n_windows - 1 else left + step + half
+    return start, min(stop, length)
+
+
+def _pool_plan(words: np.ndarray, pooling: str, n_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which pieces (indexes into ``words``) feed which output slot, with what weight.
+
+    ``words`` lists the word id of every piece of a sentence in reading order. Returns
+    ``(piece_index, slot, weight)``; ``slot = word * parts + part``.
+    """
+    if words.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    starts = np.ones(words.size, dtype=bool)
+    starts[1:] = words[1:] != words[:-1]
+    ends = np.ones(words.size, dtype=bool)
+    ends[:-1] = words[1:] != words[:-1]
+    if pooling == "first":
+        index = np.flatnonzero(starts)
+        return index, words[index], np.ones(index.size, dtype=np.float32)
+    if pooling == "last":
+        index = np.flatnonzero(ends)
+        return index, words[index], np.ones(index.size, dtype=np.float32)
+    if pooling == "first_last":
+        first, last = np.flatnonzero(starts), np.flatnonzero(ends)
+        index = np.concatenate([first, last])
+        slot = np.concatenate([words[first] * 2, words[last] * 2 + 1])
+        return index, slot, np.ones(index.size, dtype=np.float32)
+    counts = np.bincount(words, minlength=n_words).astype(np.float32)
+    index = np.arange(words.size)
+    return index, words, (1.0 / counts[words]).astype(np.float32)
+
+
+class TransformerWordEmbeddings(TokenEmbeddings):
+    """Word vectors from a transformer encoder, with Flair's arguments and semantics.
+
+    ``model``: a local folder, an object-storage folder or a hub name (see ``registry``);
+    ``"default"`` is the packaged all-MiniLM-L6-v2. ``layers``: ``"all"`` or a comma list of
+    ``hidden_states`` indexes (0 = embedding output). ``layer_mean`` averages them, otherwise they
+    are concatenated in the listed order. ``use_scalar_mix`` mixes them instead with
+    ``scalar_mix_gamma * sum_k softmax(scalar_mix_weights)_k * h_k`` (uniform weights by default;
+    ``scalar_mix_layer_norm`` normalises each layer first, per window). ``layer_combine`` names the
+    combination outright (mean | sum | concat | scalar_mix) and then overrides both flags.
+    ``subtoken_pooling``: first | last | first_last | mean.
+
+    ``allow_long_sentences=False`` does what Flair does: a sentence is cut to one window and the
+    words past it get zero vectors. ``max_batch_tokens`` bounds padded pieces per forward pass and
+    never changes the output. ``precision`` picks the CUDA autocast dtype (CPU is always float32).
+    """
+
+    def __init__(
+        self,
+        model: str = "default",
+        layers: str = "-1",
+        layer_mean: bool = True,
+        subtoken_pooling: str = "first",
+        use_scalar_mix: bool = False,
+        scalar_mix_weights: Sequence[float] | None = None,
+        scalar_mix_gamma: float = 1.0,
+        scalar_mix_layer_norm: bool = False,
+        layer_combine: str | None = None,
+        allow_long_sentences: bool = True,
+        max_batch_tokens: int = 8192,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+    ) -> None:
+        super().__init__()
+        if subtoken_pooling not in POOLINGS:
+            raise ValueError(f"subtoken_pooling must be one of {POOLINGS}, got {subtoken_pooling!r}")
+        if layer_combine is None:
+            layer_combine = "scalar_mix" if use_scalar_mix else ("mean" if layer_mean else "concat")
+        if layer_combine not in COMBINES:
+            raise ValueError(f"layer_combine must be one of {COMBINES}, got {layer_combine!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+
+        self.model_name = model
+        self.model_path = resolve_transformer(model).path
+        target = pick_device(device)
+        self._loaded = _load(self.model_path, target)
+        self.tokenizer = self._loaded.tokenizer
+        self.model = self._loaded.model
+
+        self.layers = layers
+        self.layer_indexes = parse_layers(layers, self._loaded.num_hidden_states)
+        self.layer_combine = layer_combine
+        self.subtoken_pooling = subtoken_pooling
+        self.allow_long_sentences = allow_long_sentences
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.precision = precision
+        self.max_length = self._loaded.max_length
+        self.stride = self.max_length // 2 if allow_long_sentences else 0
+
+        self.scalar_mix: ScalarMix | None = None
+        if layer_combine == "scalar_mix":
+            self.scalar_mix = ScalarMix(
+                len(self.layer_indexes),
+                do_layer_norm=scalar_mix_layer_norm,
+                initial_scalar_parameters=scalar_mix_weights,
+                gamma=scalar_mix_gamma,
+            ).to(target)
+        self.scalar_mix_layer_norm = scalar_mix_layer_norm
+
+        hidden_size = int(self.model.config.hidden_size)
+        self._combined_width = hidden_size * (len(self.layer_indexes) if layer_combine == "concat" else 1)
+        self._parts = 2 if subtoken_pooling == "first_last" else 1
+        self.embedding_length = self._combined_width * self._parts
+
+    # ------------------------------------------------------------------ settings
+
+    def config(self) -> dict[str, Any]:
+        mix = self.scalar_mix
+        return {
+            "type": "TransformerWordEmbeddings",
+            "model": self.model_name,
+            "model_folder": os.path.basename(os.path.normpath(self.model_path)),
+            "layers": self.layers,
+            "layer_indexes": list(self.layer_indexes),
+            "layer_combine": self.layer_combine,
+            "subtoken_pooling": self.subtoken_pooling,
+            "scalar_mix_weights": [float(p.item()) for p in mix.scalar_parameters] if mix else None,
+            "scalar_mix_gamma": float(mix.gamma.item()) if mix else None,
+            "scalar_mix_layer_norm": bool(mix.do_layer_norm) if mix else None,
+            "allow_long_sentences": self.allow_long_sentences,
+            "max_length": self.max_length,
+            "stride": self.stride,
+            "precision": self.precision,
+            "embedding_length": self.embedding_length,
+        }
+
+    def model_files(self) -> list[str]:
+        return model_file_list(self.model_path) if os.path.isdir(self.model_path) else []
+
+    # ------------------------------------------------------------------ embedding
+
+    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
+        """Embed pre-tokenized ``sentences``; float32 CPU ``[n_words, embedding_length]`` each."""
+        sentences = [list(sentence) for sentence in sentences]
+        starts = np.cumsum([0] + [len(sentence) for sentence in sentences])
+        flat = torch.zeros(int(starts[-1]) * self._parts, self._combined_width)
+        rows = self._plan(sentences, starts)
+        if rows:
+            with torch.inference_mode():
+                self._run(rows, flat)
+        flat = flat.view(int(starts[-1]), self.embedding_length)
+        return [flat[starts[i] : starts[i + 1]].clone() for i in range(len(sentences))]
+
+    def _plan(self, sentences: list[list[str]], starts: np.ndarray) -> list[_Row]:
+        """Tokenize into windows and work out which positions feed which output slot."""
+        todo = [i for i, sentence in enumerate(sentences) if sentence]
+        if not todo:
+            return []
+        encoding = self.tokenizer(
+            [sentences[i] for i in todo],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=self.allow_long_sentences,
+            add_special_tokens=True,
+        )
+        n_rows = len(encoding["input_ids"])
+        mapping = encoding["overflow_to_sample_mapping"] if self.allow_long_sentences else list(range(n_rows))
+        windows_of: dict[int, list[int]] = {}
+        for row, sample in enumerate(mapping):
+            windows_of.setdefault(int(sample), []).append(row)
+
+        content = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        step, half = content - self.stride, self.stride // 2
+        rows: list[_Row] = []
+        for sample, windows in windows_of.items():
+            sentence_index = todo[sample]
+            piece_rows, piece_positions, piece_words = [], [], []
+            for k, row in enumerate(windows):
+                word_ids = np.array([-1 if w is None else w for w in encoding.word_ids(row)], dtype=np.int64)
+                left = int(np.argmax(word_ids >= 0)) if (word_ids >= 0).any() else 0
+                lo, hi = _kept_range(k, len(windows), len(word_ids), left, step, half)
+                positions = lo + np.flatnonzero(word_ids[lo:hi] >= 0)
+                piece_rows.append(np.full(positions.size, k, dtype=np.int64))
+                piece_positions.append(positions)
+                piece_words.append(word_ids[positions])
+            window_of_piece = np.concatenate(piece_rows)
+            position_of_piece = np.concatenate(piece_positions)
+            words = np.concatenate(piece_words)
+            n_words = len(sentences[sentence_index])
+            index, slot, weight = _pool_plan(words, self.subtoken_pooling, n_words)
+            target = int(starts[sentence_index]) * self._parts + slot
+            for k, row in enumerate(windows):
+                mine = window_of_piece[index] == k
+                if not mine.any():
+                    continue
+                rows.append(
+                    _Row(
+                        input_ids=list(encoding["input_ids"][row]),
+                        positions=position_of_piece[index[mine]],
+                        targets=target[mine],
+                        weights=weight[mine],
+                    )
+                )
+        return rows
+
+    def _run(self, rows: list[_Row], flat: torch.Tensor) -> None:
+        """Run the windows in length-sorted, budgeted batches and add their parts into ``flat``."""
+        device = self.device
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for batch in budget_batches([len(row.input_ids) for row in rows], self.max_batch_tokens):
+            width = max(len(rows[i].input_ids) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for local, i in enumerate(batch):
+                ids = rows[i].input_ids
+                input_ids[local, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[local, : len(ids)] = 1
+            row_of = np.concatenate([np.full(rows[i].positions.size, local) for local, i in enumerate(batch)])
+            positions = np.concatenate([rows[i].positions for i in batch])
+            targets = np.concatenate([rows[i].targets for i in batch])
+            weights = np.concatenate([rows[i].weights for i in batch])
+            slots, slot_of = np.unique(targets, return_inverse=True)
+
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+            row_of_t = torch.from_numpy(row_of.astype(np.int64)).to(device)
+            positions_t = torch.from_numpy(positions.astype(np.int64)).to(device)
+            slot_of_t = torch.from_numpy(slot_of.astype(np.int64).reshape(-1)).to(device)
+            weights_t = torch.from_numpy(weights.astype(np.float32)).to(device)
+
+            with autocast(device, self.precision):
+                hidden_states = self.model(input_ids=input_ids, attention_mask=attention_mask).hidden_states
+            combined = self._combine(hidden_states, attention_mask)
+            values = combined[row_of_t, positions_t] * weights_t[:, None]
+            pooled = torch.zeros(slots.size, combined.shape[-1], device=device).index_add_(0, slot_of_t, values)
+            flat.index_add_(0, torch.from_numpy(slots.astype(np.int64)), pooled.cpu())
+
+    def _combine(self, hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
+        """The chosen layers as one ``[batch, positions, width]`` float32 tensor."""
+        layers = [hidden_states[i].float() for i in self.layer_indexes]
+        if self.layer_combine == "concat":
+            return torch.cat(layers, dim=-1)
+        if self.layer_combine == "scalar_mix":
+            assert self.scalar_mix is not None
+            return self.scalar_mix(layers, attention_mask.bool())
+        stacked = torch.stack(layers)
+        return stacked.mean(dim=0) if self.layer_combine == "mean" else stacked.sum(dim=0)
