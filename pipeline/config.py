@@ -28,7 +28,7 @@ class InputConfig(_Strict):
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     text_field: str = "text"
     id_field: str | None = Field(default=None, description='None: ids are "<shard-key>:<row>"')
-    max_chars: int = Field(default=1_000_000, gt=0, description="longer texts are rejected with a reason")
+    max_chars: int = Field(default=200_000, gt=0, description="longer texts are rejected with a reason (raise it for book-length documents)")
     rows_per_unit: int = Field(default=100_000, gt=0, description="Parquet row groups are grouped into units of about this many rows")
 
 

@@ -28,7 +28,6 @@ def storage_options(url: str, storage: StorageConfig | None) -> dict[str, Any]:
             "anon": storage.anon,
             "use_listings_cache": False,
             "config_kwargs": {"retries": {"max_attempts": storage.retries + 1, "mode": "standard"}},
-            "retries": storage.retries + 1,
         }
         if storage.endpoint_url:
             options["endpoint_url"] = storage.endpoint_url

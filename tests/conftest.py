@@ -1,6 +1,9 @@
-"""Shared test set-up: where the reference fixtures live, and the packaged model."""
+"""Shared test set-up: reference fixtures, the packaged model, a local Ray, an S3 server, small corpora."""
 from __future__ import annotations
 
+import gzip
+import json
+import logging
 import os
 from pathlib import Path
 
@@ -35,3 +38,86 @@ def minilm_path() -> str:
     from actors.stack.registry import packaged_transformer_path
 
     return packaged_transformer_path()
+
+
+# Object storage in tests is real: moto's S3 server on loopback, spoken to over HTTP. The
+# credentials are fake but secret-looking, so the leak test can grep everything written for them.
+TEST_ACCESS_KEY = "AKIACORPUSEMBEDTEST01"
+TEST_SECRET_KEY = "cOrPuS/eMbEd+SeCrEt/DoNotLeak0123456789xyz"
+os.environ.setdefault("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY)
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY)
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """moto's standalone S3 server on 127.0.0.1 at a free port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket per test (name from the test's name); returns ``s3://bucket``."""
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+DEMO_CORPUS = REPO_ROOT / "examples" / "corpus"
+
+
+
+def demo_documents() -> list[dict]:
+    """The 320 documents of the demo corpus (The Devil's Dictionary)."""
+    docs = []
+    for path in sorted(DEMO_CORPUS.glob("*.jsonl*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as handle:
+            docs.extend(json.loads(line) for line in handle if line.strip())
+    return docs
+
+
+def write_shards(root: Path, docs: list[dict], shards: int, gzip_every: int = 0) -> list[dict]:
+    """Spread ``docs`` over ``shards`` JSONL files (every ``gzip_every``-th gzipped); returns the docs."""
+    root.mkdir(parents=True, exist_ok=True)
+    per_shard = -(-len(docs) // shards)
+    for index in range(shards):
+        chunk = docs[index * per_shard:(index + 1) * per_shard]
+        data = "".join(json.dumps(doc) + "\n" for doc in chunk).encode()
+        if gzip_every and index % gzip_every == 0:
+            (root / f"part-{index:03d}.jsonl.gz").write_bytes(gzip.compress(data, mtime=0))
+        else:
+            (root / f"part-{index:03d}.jsonl").write_bytes(data)
+    return docs
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """A local Ray with 2 CPUs; its address lets subprocess drivers join it (no start-up per run)."""
+    import os
+
+    import ray
+
+    os.environ["CORPUS_EMBED_PROGRESS_BARS"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

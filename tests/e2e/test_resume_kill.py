@@ -16,7 +16,7 @@ import yaml
 from pipeline.config import load_config
 from pipeline.ledger import Ledger
 from pipeline.run import run
-from tests.e2e.conftest import demo_documents, write_shards
+from tests.conftest import demo_documents, write_shards
 
 import fsspec
 

@@ -12,7 +12,7 @@ from actors.text import split_sentences
 from pipeline.config import parse_config
 from pipeline.run import run
 from pipeline.status import output_status
-from tests.e2e.conftest import DEMO_CORPUS, demo_documents
+from tests.conftest import DEMO_CORPUS, demo_documents
 
 pytestmark = pytest.mark.slow
 
