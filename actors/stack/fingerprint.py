@@ -28,12 +28,21 @@ def file_digest(path: str) -> str:
     return _FILE_HASHES[key]
 
 
-def files_fingerprint(config: Any, files: list[str]) -> str:
-    """Hash of a JSON-able config plus the content (not the location) of each file."""
+def files_fingerprint(config: Any, files: list[str] | list[list[str]]) -> str:
+    """Hash of a JSON-able config plus the content (not the location) of each file.
+
+    ``files`` may be grouped per model: inside a group of several files (a model folder) each
+    file's path relative to the group matters; a single-file model is identified by bytes alone,
+    so the same file copied or renamed elsewhere is the same stack.
+    """
+    groups = [group if isinstance(group, list) else [group] for group in files]
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for path in files:
-        digest.update(os.path.basename(path).encode())
-        digest.update(file_digest(path).encode())
+    for group in groups:
+        base = os.path.commonpath(group) if len(group) > 1 else None
+        for path in group:
+            if base is not None:
+                digest.update(os.path.relpath(path, base).encode())
+            digest.update(file_digest(path).encode())
     return digest.hexdigest()[:32]
 
 
@@ -68,11 +77,12 @@ def _portable(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
 def stack_fingerprint(spec: list[dict[str, Any]], pooling: str | None = None) -> str:
     """Fingerprint of a stack spec (``[{"transformer": {...}}, ...]``) and its pooling."""
     config = []
-    files: list[str] = []
+    files: list[list[str]] = []
     for layer in spec:
         ((kind, settings),) = layer.items()
         found = layer_files(kind, settings)
         # A hub model with no local files is identified by its name instead of its bytes.
         config.append({kind: _portable(kind, settings) if found else settings})
-        files.extend(found)
+        if found:
+            files.append(found)
     return files_fingerprint({"stack": config, "pooling": pooling}, files)
