@@ -56,7 +56,7 @@ def _embed(args: argparse.Namespace) -> int:
             head = " ".join(f"{value:+.4f}" for value in vector[: args.head])
             print(f"  {token!r:>20} [{head} ...]")
     document, _ = embedder.embed_documents([args.text])
-    print(f"document vector ({config.pooling}): shape {tuple(document.shape)}; head "
+    print(f"document vector ({config.pooling}): shape {tuple(document[0].shape)}; head "
           + " ".join(f"{value:+.4f}" for value in document[0][: args.head]))
     return 0
 

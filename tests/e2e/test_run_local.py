@@ -74,3 +74,33 @@ def test_sentence_granularity_rows(ray_address, tmp_path) -> None:
     first = embedder.embed_sentences([sorted(docs, key=lambda d: d["id"])[0]["text"]])[0]
     got = table.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 384)[: len(first.sentences)]
     np.testing.assert_allclose(got.astype(np.float32), np.stack(first.vectors), atol=2e-3)
+
+
+def test_token_granularity_rows(ray_address, tmp_path) -> None:
+    docs = demo_documents()[:12]
+    shard = tmp_path / "in" / "t.jsonl"
+    shard.parent.mkdir()
+    shard.write_text("".join(__import__("json").dumps(doc) + "\n" for doc in docs))
+    config = parse_config({"input": {"path": str(shard), "id_field": "id"},
+                           "output": {"path": str(tmp_path / "out"), "granularity": "token"},
+                           "stack": [{"transformer": {"layers": "-1,-2", "layer_mean": False, "subtoken_pooling": "first"}}]})
+    summary = run(config, progress=False)
+    assert summary.ok, summary.lines()
+    table = ds.dataset(str(tmp_path / "out"), format="parquet").to_table()
+    assert str(table.schema.field("vectors").type) == "list<element: fixed_size_list<element: float>[768]>"
+    embedder = TextEmbedder(config.stack_spec(), config.pooling)
+    expected = {doc["id"]: embedder.embed_sentences([doc["text"]], keep_tokens=True)[0] for doc in docs}
+    assert table.num_rows == sum(len(result.sentences) for result in expected.values())
+    for row in table.to_pylist():
+        result = expected[row["id"]]
+        assert row["tokens"] == result.tokens[row["sentence"]]
+        np.testing.assert_allclose(np.array(row["vectors"], dtype=np.float32), result.vectors[row["sentence"]], atol=1e-4, rtol=1e-4)
+
+
+def test_embed_command_prints_shapes(capsys) -> None:
+    from pipeline.cli import main
+
+    assert main(["embed", "The bank vault was robbed. The river bank flooded.", "--head", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "token dim 384" in out and "sentence: 'The bank vault was robbed.' → 6 tokens × 384" in out
+    assert "document vector (mean): shape (384,)" in out
