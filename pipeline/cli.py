@@ -1,4 +1,4 @@
-"""``corpus-embed``: run, status, embed. Each command has ``--help``.
+"""``corpus-embed``: run, status, embed, index build/info, search. Each command has ``--help``.
 
 Exit codes: 0 success; 1 the run failed (units failed, too many rejects, or an error; committed
 work is kept and a rerun resumes); 2 bad usage or config (nothing was done).
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     embed.add_argument("--head", type=int, default=6, help="values shown per vector")
     embed.set_defaults(func=_embed)
+
+    from pipeline.index.commands import add_index_commands
+
+    add_index_commands(commands)
     return parser
 
 

@@ -19,10 +19,8 @@ from typing import Any
 
 import fsspec
 
+from pipeline.layout import LEDGER_DIR, MANIFEST, TEMP_DIR
 from pipeline.storage import join, write_bytes_atomic
-
-LEDGER_DIR = "_ledger"
-MANIFEST = "_manifest.json"
 
 
 class OutputMismatchError(RuntimeError):
@@ -43,6 +41,12 @@ class Ledger:
         self.fs = fs
         self.root = output_root
         self.dir = join(output_root, LEDGER_DIR)
+        self.temp_dir = join(output_root, TEMP_DIR)
+
+    def write_json(self, relative: str, data: dict[str, Any], indent: int | None = None) -> None:
+        """Write a JSON file under the output atomically (temp files live under ``_staging/``)."""
+        payload = json.dumps(data, sort_keys=True, indent=indent).encode()
+        write_bytes_atomic(self.fs, join(self.root, relative), payload, temp_dir=self.temp_dir)
 
     def record_path(self, unit_key: str, source_fingerprint: str) -> str:
         return join(self.dir, unit_key, f"{source_fingerprint}.json")
@@ -66,7 +70,7 @@ class Ledger:
         """Write the unit's record, then drop its records under older fingerprints."""
         record = {**record, "unit": unit_key, "source_fingerprint": source_fingerprint, "committed_at": time.time()}
         path = self.record_path(unit_key, source_fingerprint)
-        write_bytes_atomic(self.fs, path, json.dumps(record, sort_keys=True).encode())
+        self.write_json(path[len(self.root) + 1:], record)
         for stale in self._records_of(unit_key):
             if stale != path:
                 self.fs.rm(stale)
@@ -116,4 +120,4 @@ class Ledger:
                     f"Use a new output.path, or pass --overwrite to delete the existing output first."
                 )
             return
-        write_bytes_atomic(self.fs, join(self.root, MANIFEST), json.dumps(manifest, sort_keys=True, indent=1).encode())
+        self.write_json(MANIFEST, manifest, indent=1)

@@ -7,7 +7,6 @@ a crash loses at most the units in flight.
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sys
@@ -17,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from pipeline.config import JobConfig
+from pipeline.layout import DATA_DIR, LEDGER_DIR, MANIFEST, REJECTS_DIR, RUNS_DIR, STAGING_DIR
 from pipeline.ledger import Ledger
-from pipeline.sink import DATA_DIR, REJECTS_DIR, STAGING_DIR, UnitProgress, discard_staging, publish_unit
+from pipeline.sink import UnitProgress, discard_staging, publish_unit
 from pipeline.sources import discover_shards
-from pipeline.storage import filesystem, join, remove_tree, write_bytes_atomic
+from pipeline.storage import filesystem, join, remove_tree
 from pipeline.units import Unit, plan_units
 
-RUNS_DIR = "_runs"
 VERSION = "0.1.0"
 
 
@@ -131,7 +130,7 @@ def run(config: JobConfig, *, overwrite: bool = False, prune: bool = True, max_r
         progress: bool = True, on_commit: Callable[[str], None] | None = None) -> RunSummary:
     """Embed whatever of ``config.input`` is not committed in ``config.output``; returns the summary."""
     from actors.stack.fingerprint import stack_fingerprint
-    from pipeline.ray_pipeline import build_dataset, ensure_ray
+    from pipeline.ray_pipeline import ensure_ray
 
     started = time.monotonic()
     config = config.model_copy(deep=True)
@@ -143,9 +142,8 @@ def run(config: JobConfig, *, overwrite: bool = False, prune: bool = True, max_r
                          max_reject_ratio=config.max_reject_ratio if max_reject_ratio is None else max_reject_ratio)
 
     if overwrite:
-        for name in (DATA_DIR, REJECTS_DIR, STAGING_DIR, "_ledger", RUNS_DIR):
+        for name in (DATA_DIR, REJECTS_DIR, STAGING_DIR, LEDGER_DIR, RUNS_DIR, MANIFEST):
             remove_tree(fs, join(root, name))
-        remove_tree(fs, join(root, "_manifest.json"))
 
     fingerprint = stack_fingerprint(config.stack_spec(), config.pooling)
     summary.stack_fingerprint = fingerprint
@@ -179,7 +177,9 @@ def run(config: JobConfig, *, overwrite: bool = False, prune: bool = True, max_r
         ensure_ray()
         _execute(config, pending, ledger, fs, root, summary, fingerprint, progress, on_commit, started)
     summary.seconds_total = time.monotonic() - started
-    _write_run_record(fs, root, config, summary, units, committed_now=ledger.committed())
+    # Also sweeps what a killed earlier run's stragglers may have written since the start.
+    discard_staging(fs, root)
+    _write_run_record(ledger, config, summary, units, committed_now=ledger.committed())
     return summary
 
 
@@ -205,7 +205,7 @@ def _execute(config: JobConfig, pending: list[Unit], ledger: Ledger, fs: Any, ro
                 unit = by_key[record["unit"]]
                 del in_flight[record["unit"]]
                 if state.reasons.get("unreadable_shard"):
-                    remove_tree(fs, join(root, "_staging", summary.run_id, unit.key))
+                    remove_tree(fs, join(root, STAGING_DIR, summary.run_id, unit.key))
                     summary.units_failed.append({"unit": unit.key, "shard": unit.shard.key,
                                                  "reason": "shard unreadable (see the reject detail); will retry next run"})
                     continue
@@ -244,10 +244,10 @@ def _record_dim(ledger: Ledger, dim: int) -> None:
     manifest = ledger.manifest() or {}
     if dim and manifest.get("dim") != dim:
         manifest["dim"] = dim
-        write_bytes_atomic(ledger.fs, join(ledger.root, "_manifest.json"), json.dumps(manifest, sort_keys=True, indent=1).encode())
+        ledger.write_json(MANIFEST, manifest, indent=1)
 
 
-def _write_run_record(fs: Any, root: str, config: JobConfig, summary: RunSummary, units: list[Unit],
+def _write_run_record(ledger: Ledger, config: JobConfig, summary: RunSummary, units: list[Unit],
                       committed_now: dict[str, Any]) -> None:
     record = asdict(summary)
     record.update({
@@ -260,4 +260,4 @@ def _write_run_record(fs: Any, root: str, config: JobConfig, summary: RunSummary
         "pending_units": sorted(unit.key for unit in units if unit.key not in committed_now),
         "finished_at": time.time(),
     })
-    write_bytes_atomic(fs, join(root, RUNS_DIR, f"{summary.run_id}.json"), json.dumps(record, indent=1, sort_keys=True).encode())
+    ledger.write_json(f"{RUNS_DIR}/{summary.run_id}.json", record, indent=1)

@@ -22,11 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import StorageConfig
+from pipeline.layout import DATA_DIR, REJECTS_DIR, STAGING_DIR
 from pipeline.storage import filesystem, join, move, remove_tree, write_bytes_atomic
-
-DATA_DIR = "data"
-REJECTS_DIR = "_rejects"
-STAGING_DIR = "_staging"
 INTERNAL_COLUMNS = ("unit", "seq", "row", "kind", "reject", "detail", "doc_end")
 
 RECORD_SCHEMA = pa.schema([

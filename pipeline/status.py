@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.config import StorageConfig
 from pipeline.ledger import Ledger
-from pipeline.run import RUNS_DIR
+from pipeline.layout import RUNS_DIR
 from pipeline.storage import filesystem, join
 
 

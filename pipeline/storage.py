@@ -62,16 +62,19 @@ def join(*parts: str) -> str:
     return "/".join(part.strip("/") if index else part.rstrip("/") for index, part in enumerate(parts) if part)
 
 
-def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes, temp_dir: str | None = None) -> None:
     """Write a whole file so readers see either nothing or all of it.
 
-    Object stores make a PUT visible only when complete; on local disks we write a hidden temp
-    file beside the target and rename it (atomic on POSIX).
+    Object stores make a PUT visible only when complete; on local disks we write a temp file and
+    rename it (atomic on POSIX). ``temp_dir`` (same filesystem) keeps the temp files of a process
+    killed mid-write out of the target's folder, somewhere that is swept later.
     """
     if is_local(fs):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
-        temp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")
+        if temp_dir:
+            os.makedirs(temp_dir, exist_ok=True)
+        temp = os.path.join(temp_dir or parent, f".tmp-{uuid.uuid4().hex}")
         with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -28,9 +28,24 @@ Layout of an index folder/prefix (local path or object storage)::
 Similarity is cosine: vectors are L2-normalised on the way in, queries too, and scores are inner
 products in [-1, 1].
 """
-from pipeline.index.build import BuildSummary, build_index
-from pipeline.index.errors import IndexBuildError, IndexNotFoundError, StackMismatchError
-from pipeline.index.search import Hit, IndexReader, Searcher
+from __future__ import annotations
 
-__all__ = ["BuildSummary", "build_index", "Hit", "IndexReader", "Searcher", "IndexBuildError",
-           "IndexNotFoundError", "StackMismatchError"]
+from typing import Any
+
+# Names are imported on first use: the CLI's parser imports this package, and FAISS / numpy
+# should load only when an index is actually built or searched.
+_EXPORTS = {
+    "BuildSummary": "pipeline.index.build", "build_index": "pipeline.index.build",
+    "Hit": "pipeline.index.search", "IndexReader": "pipeline.index.search", "Searcher": "pipeline.index.search",
+    "IndexBuildError": "pipeline.index.errors", "IndexNotFoundError": "pipeline.index.errors",
+    "StackMismatchError": "pipeline.index.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline.index' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
