@@ -21,17 +21,27 @@ log = logging.getLogger(__name__)
 PASS_THROUGH = ("unit", "seq", "row", "id", "kind", "reject", "detail")
 
 
-def vector_array(vectors: list[np.ndarray | None], dim: int, dtype: str) -> pa.Array:
-    """``fixed_size_list<dtype>[dim]`` from per-row vectors (None → null), without a Python loop per float."""
+def vector_array(vectors: list[np.ndarray | None] | np.ndarray, dim: int, dtype: str,
+                 missing: np.ndarray | None = None) -> pa.Array:
+    """``fixed_size_list<dtype>[dim]`` from per-row vectors (None → null), or from an ``[n, dim]`` matrix.
+
+    With a matrix, ``missing`` (bool per row, optional) marks the null rows and no Python loop runs:
+    the matrix's buffer becomes the list's values as it is (one cast at most, for float16).
+    """
     np_dtype = np.float16 if dtype == "float16" else np.float32
-    matrix = np.zeros((len(vectors), dim), dtype=np_dtype)
-    mask = np.ones(len(vectors), dtype=bool)
-    for index, vector in enumerate(vectors):
-        if vector is not None:
-            matrix[index] = vector
-            mask[index] = False
+    if isinstance(vectors, np.ndarray):
+        matrix = np.ascontiguousarray(vectors, dtype=np_dtype).reshape(-1, dim)
+        mask = missing if missing is not None and missing.any() else None
+    else:
+        matrix = np.zeros((len(vectors), dim), dtype=np_dtype)
+        flags = np.ones(len(vectors), dtype=bool)
+        for index, vector in enumerate(vectors):
+            if vector is not None:
+                matrix[index] = vector
+                flags[index] = False
+        mask = flags if flags.any() else None
     values = pa.array(matrix.reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(mask) if mask.any() else None)
+    return pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(mask) if mask is not None else None)
 
 
 def token_vectors_array(per_row: list[np.ndarray | None], dim: int, dtype: str) -> pa.Array:
@@ -56,14 +66,17 @@ def token_vectors_array(per_row: list[np.ndarray | None], dim: int, dtype: str) 
 class EmbeddingActor:
     """Ray Data actor: ``__init__`` loads the stack once, ``__call__`` embeds one Arrow batch."""
 
-    def __init__(self, job: dict[str, Any]):
+    def __init__(self, job: dict[str, Any], torch_threads: int | None = None):
         import torch
 
         from actors.embedder import TextEmbedder
         from pipeline.config import JobConfig
 
         config = JobConfig.model_validate(job)
-        threads = max(1, math.ceil(config.resources.cpus_per_actor))
+        # ceil(cpus_per_actor) unless the driver knows better (``torch_threads``: on a one-node Ray
+        # the actors share all of the node's cores, see pipeline.ray_pipeline.actor_threads);
+        # CORPUS_EMBED_TORCH_THREADS overrides both.
+        threads = torch_threads or max(1, math.ceil(config.resources.cpus_per_actor))
         torch.set_num_threads(int(os.environ.get("CORPUS_EMBED_TORCH_THREADS", threads)))
         self.granularity = config.output.granularity
         self.dtype = config.output.dtype
@@ -105,15 +118,19 @@ class EmbeddingActor:
     # -- Arrow output ---------------------------------------------------------------------
     def _document_table(self, columns: dict[str, list[Any]], docs: list[int], results: dict[int, Any]) -> pa.Table:
         count = len(columns["seq"])
-        vectors: list[np.ndarray | None] = [None] * count
-        n_tokens: list[int | None] = [None] * count
-        for index, (vector, tokens) in results.items():
-            vectors[index] = vector
-            n_tokens[index] = tokens
+        np_dtype = np.float16 if self.dtype == "float16" else np.float32
+        matrix = np.zeros((count, self.dim), dtype=np_dtype)
+        n_tokens = np.zeros(count, dtype=np.int32)
+        missing = np.ones(count, dtype=bool)
+        if results:
+            rows = np.fromiter(results.keys(), dtype=np.int64, count=len(results))
+            matrix[rows] = np.stack([vector for vector, _ in results.values()])
+            n_tokens[rows] = np.fromiter((tokens for _, tokens in results.values()), dtype=np.int32, count=len(results))
+            missing[rows] = False
         table = {name: columns[name] for name in PASS_THROUGH}
-        table["doc_end"] = [True] * count
-        table["n_tokens"] = pa.array(n_tokens, pa.int32())
-        table["vector"] = vector_array(vectors, self.dim, self.dtype)
+        table["doc_end"] = pa.array(np.ones(count, dtype=bool))
+        table["n_tokens"] = pa.array(n_tokens, mask=missing if missing.any() else None)
+        table["vector"] = vector_array(matrix, self.dim, self.dtype, missing=missing)
         return pa.table(table)
 
     def _sentence_table(self, columns: dict[str, list[Any]], docs: list[int], results: dict[int, Any]) -> pa.Table:

@@ -105,9 +105,10 @@ def new_run_id() -> str:
 class _Progress:
     """One summary line per committed unit, at most every ``interval`` seconds (and at the end)."""
 
-    def __init__(self, total_units: int, total_bytes: int, stream: Any = sys.stderr, interval: float = 2.0):
+    def __init__(self, total_units: int, total_bytes: int, stream: Any = None, interval: float = 2.0):
         self.total_units, self.total_bytes = total_units, total_bytes
-        self.stream, self.interval = stream, interval
+        # Looked up now, not at import: stderr may have been redirected since.
+        self.stream, self.interval = stream or sys.stderr, interval
         self.start = time.monotonic()
         self.last = 0.0
 

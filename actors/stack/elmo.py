@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings
 from actors.stack.batching import budget_batches
@@ -82,6 +83,9 @@ class ELMoEmbeddings(TokenEmbeddings):
     makes the vectors batch-invariant and as close to AllenNLP's as its float32 allows, at roughly
     2-3x the LSTM time; on GPU ``auto`` is bf16/fp16 autocast with float32 states, for speed.
     ``float32`` is plain float32 everywhere (AllenNLP's own arithmetic, faster on CPU).
+
+    ``fine_tune=True`` lets the network's weights (char CNN, highway, projection, LSTMs) train
+    through ``forward``; by default they are frozen.
     """
 
     def __init__(
@@ -91,8 +95,9 @@ class ELMoEmbeddings(TokenEmbeddings):
         weight_file: str | None = None,
         embedding_mode: str = "all",
         max_batch_tokens: int = 4096,
-        device: str | None = None,
+        device: str | torch.device | None = None,
         precision: str = "auto",
+        fine_tune: bool = False,
     ):
         super().__init__()
         if embedding_mode not in EMBEDDING_MODES:
@@ -109,12 +114,16 @@ class ELMoEmbeddings(TokenEmbeddings):
         self.options = json.loads(Path(self.options_file).read_text())
         self.bilm = ElmoBiLm(ElmoOptions.from_dict(self.options))
         load_elmo_weights(self.bilm, self.weight_file)
-        self.bilm.requires_grad_(False)
-        self.bilm.eval()
+        self.fine_tune = bool(fine_tune)
+        self.bilm.requires_grad_(self.fine_tune)
+        self.eval()
         n_layers = self.bilm.options.n_layers + 1
         width = self.bilm.output_dim
         self.embedding_length = width * n_layers if embedding_mode == "all" else width
         self.to(pick_device(device))
+
+    def _pretrained_modules(self) -> list[nn.Module]:
+        return [self.bilm]
 
     def _recurrence_dtype(self, device: torch.device) -> torch.dtype:
         if self.precision == "float64" or (self.precision == "auto" and device.type == "cpu"):
@@ -130,21 +139,21 @@ class ELMoEmbeddings(TokenEmbeddings):
         n_layers, batch, steps, width = layers.shape
         return layers.permute(1, 2, 0, 3).reshape(batch, steps, n_layers * width)
 
-    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
-        """Embed pre-tokenized sentences; float32 CPU ``[n_tokens, embedding_length]`` each, in input order."""
-        results: list[torch.Tensor] = [torch.zeros(0, self.embedding_length) for _ in sentences]
+    def _vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:
+        """Float32 ``[n_tokens, embedding_length]`` per sentence, in input order, on ``out``."""
+        results: list[torch.Tensor] = [torch.zeros(0, self.embedding_length, device=out) for _ in sentences]
         indexes = [i for i, sentence in enumerate(sentences) if len(sentence) > 0]
         lengths = [len(sentences[i]) + 2 for i in indexes]
         device = self.device
         max_chars = self.bilm.options.max_chars
         recurrence_dtype = self._recurrence_dtype(device)
         lowered = "float32" if self.precision == "float64" else self.precision
-        with torch.inference_mode(), autocast(device, lowered):
+        with autocast(device, lowered):
             for batch in budget_batches(lengths, self.max_batch_tokens):
                 batch_sentences = [sentences[indexes[b]] for b in batch]
                 char_ids, batch_lengths = batch_char_ids(batch_sentences, max_chars)
                 layers = self.bilm(char_ids.to(device), batch_lengths.to(device), recurrence_dtype)
-                vectors = self._combine(layers).float().cpu()
+                vectors = self._combine(layers).float().to(out)
                 for row, b in enumerate(batch):
                     n_tokens = lengths[b] - 2
                     results[indexes[b]] = vectors[row, 1 : n_tokens + 1].clone()

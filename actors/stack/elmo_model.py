@@ -166,7 +166,9 @@ def _run_cells(
     projected_inputs = torch.bmm(flat, w_in).view(streams, batch, steps, -1)
     memory = inputs.new_zeros(streams, batch, cell_size, dtype=dtype)
     state = inputs.new_zeros(streams, batch, hidden, dtype=dtype)
-    outputs = inputs.new_zeros(streams, batch, steps, hidden, dtype=dtype)
+    # Collected and stacked once: writing into a preallocated tensor step by step would make the
+    # backward pass (fine-tuning) copy the whole output once per step.
+    outputs: list[torch.Tensor] = []
     for t in range(steps):
         gates = (projected_inputs[:, :, t] + torch.baddbmm(b_state, state, w_state)).to(dtype)
         input_gate, forget_gate, memory_init, output_gate = gates.split(cell_size, dim=-1)
@@ -176,8 +178,10 @@ def _run_cells(
         state = torch.bmm(torch.sigmoid(output_gate) * torch.tanh(memory), w_proj).to(dtype)
         if proj_clip:
             state = state.clamp(-proj_clip, proj_clip)
-        outputs[:, :, t] = state
-    return outputs
+        outputs.append(state)
+    if not outputs:
+        return inputs.new_zeros(streams, batch, 0, hidden, dtype=dtype)
+    return torch.stack(outputs, dim=2)
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -145,6 +145,8 @@ class FlairEmbeddings(TokenEmbeddings):
         max_batch_chars: padded characters per batch (longest string x sentences).
         device: where the LM runs (default: the first GPU, else the CPU).
         precision: autocast on GPU (``auto`` | ``float32`` | ``bfloat16`` | ``float16``); CPU is float32.
+        fine_tune: let the LM's weights train through ``forward`` (as Flair's ``fine_tune``); by
+            default they are frozen.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class FlairEmbeddings(TokenEmbeddings):
         max_batch_chars: int = 32768,
         device: str | torch.device | None = None,
         precision: str = "auto",
+        fine_tune: bool = False,
     ) -> None:
         super().__init__()
         if chars_per_chunk < 1:
@@ -178,9 +181,13 @@ class FlairEmbeddings(TokenEmbeddings):
         self.embedding_length = self.lm.output_size
         # Flair pads with the space character; which id pads does not change any output read.
         self._pad_id = self.dictionary.id_of(" ", 0)
-        self.requires_grad_(False)
+        self.fine_tune = bool(fine_tune)
+        self.requires_grad_(self.fine_tune)
         self.eval()
         self.to(pick_device(device))
+
+    def _pretrained_modules(self) -> list[nn.Module]:
+        return [self.lm]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -200,22 +207,22 @@ class FlairEmbeddings(TokenEmbeddings):
             tokens, self.dictionary, self.is_forward_lm, self.with_whitespace, self.document_delimiter, self.is_lower
         )
 
-    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
+    def _vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:
         inputs = [self.lm_input(sentence)[1] for sentence in sentences]
-        results: list[torch.Tensor] = [torch.zeros(0, self.embedding_length) for _ in sentences]
+        results: list[torch.Tensor] = [torch.zeros(0, self.embedding_length, device=out) for _ in sentences]
         todo = [i for i, sentence in enumerate(sentences) if len(sentence) > 0]
         lengths = [len(inputs[i].char_ids) for i in todo]
         device = self.device
-        with torch.inference_mode(), autocast(device, self.precision):
+        with autocast(device, self.precision):
             for batch in budget_batches(lengths, self.max_batch_chars):
                 indexes = [todo[j] for j in batch]
-                vectors = self._embed_batch([inputs[i] for i in indexes], device)
+                vectors = self._embed_batch([inputs[i] for i in indexes], device, out)
                 for index, tensor in zip(indexes, vectors):
                     results[index] = tensor
         return results
 
-    def _embed_batch(self, batch: list[_LMInput], device: torch.device) -> list[torch.Tensor]:
-        """Run the LM over a batch chunk by chunk, keeping only the rows tokens read."""
+    def _embed_batch(self, batch: list[_LMInput], device: torch.device, out: torch.device) -> list[torch.Tensor]:
+        """Run the LM over a batch chunk by chunk, keeping only the rows tokens read (returned on ``out``)."""
         longest = max(len(item.char_ids) for item in batch)
         ids = torch.full((longest, len(batch)), self._pad_id, dtype=torch.long)
         for column, item in enumerate(batch):
@@ -234,5 +241,5 @@ class FlairEmbeddings(TokenEmbeddings):
             output, hidden = self.lm(ids[start:end], hidden)
             wanted = (positions >= start) & (positions < end)
             rows[wanted] = output[positions[wanted] - start, columns[wanted]].float()
-        rows = rows.cpu()
+        rows = rows.to(out)
         return [part.clone() for part in rows.split([len(item.positions) for item in batch])]

@@ -43,6 +43,29 @@ class DocumentPoolEmbeddings(torch.nn.Module):
                 pooled.append(vectors.min(dim=0).values)
         return pooled
 
+    def forward(self, sentences: Sentences) -> torch.Tensor:
+        """``[batch, embedding_length]`` on the token embeddings' device, for user models.
+
+        Built on the token embeddings' ``forward`` (or the transformer's ``[CLS]`` states), so it
+        is differentiable wherever they are; an empty sentence pools to zeros, as in ``embed``.
+        """
+        if self._cls_source is not None:
+            source = self._cls_source
+            with source._grad_context():
+                vectors = source._cls_vectors(sentences, source.device)
+            return torch.stack(vectors) if vectors else torch.zeros(0, self.embedding_length, device=source.device)
+        padded, mask = self.token_embeddings(sentences)
+        if padded.shape[1] == 0:
+            return padded.new_zeros(padded.shape[0], self.embedding_length)
+        keep = mask.unsqueeze(-1)
+        if self.pooling == "mean":
+            return (padded * keep).sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+        if self.pooling == "max":
+            pooled = padded.masked_fill(~keep, float("-inf")).amax(dim=1)
+        else:
+            pooled = padded.masked_fill(~keep, float("inf")).amin(dim=1)
+        return torch.where(mask.any(dim=1, keepdim=True), pooled, torch.zeros_like(pooled))
+
     def config(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "tokens": self.token_embeddings.config()}
 

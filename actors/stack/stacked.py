@@ -10,7 +10,12 @@ from actors.stack.base import Sentences, TokenEmbeddings
 
 
 class StackedEmbeddings(TokenEmbeddings):
-    """``[e1 | e2 | ...]`` per token. The order is the list's: it fixes each dimension's meaning."""
+    """``[e1 | e2 | ...]`` per token. The order is the list's: it fixes each dimension's meaning.
+
+    ``stack(sentences)`` gives the padded ``[batch, max_tokens, embedding_length]`` tensor and its
+    mask; it trains whichever members are fine-tuned (or have a trainable scalar mix), and the
+    frozen members only feed it.
+    """
 
     def __init__(self, embeddings: Sequence[TokenEmbeddings], spec: list[dict[str, Any]] | None = None):
         super().__init__()
@@ -21,8 +26,8 @@ class StackedEmbeddings(TokenEmbeddings):
         # The config the stack was built from (build_stack sets it): the fingerprint's source.
         self.spec = spec
 
-    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
-        parts = [emb.embed(sentences) for emb in self.embeddings]
+    def _vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:
+        parts = [emb._vectors(sentences, out) for emb in self.embeddings]
         return [torch.cat([part[i] for part in parts], dim=-1) for i in range(len(sentences))]
 
     def config(self) -> dict[str, Any]:

@@ -18,9 +18,16 @@ The numbers match flair 0.15.1 on the same model files. How a word's vector is m
 Windows of all sentences are batched together, longest first, under a padded-token budget; a
 window's vectors do not depend on its batch-mates (attention masks), and a piece is read from
 the same window whichever batch it lands in, so results are batch-invariant.
+
+Frozen embeddings built from the same files share one loaded encoder (a weak cache keyed by
+path and device). ``fine_tune=True`` loads a private copy whose weights train; a shared encoder
+is never modified in place by training or by ``load_state_dict`` (which makes a private copy
+first when the incoming weights differ). ``.to(device)`` moves the encoder the embedding runs;
+for a shared encoder that moves it for every embedding sharing it.
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import weakref
@@ -31,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from actors.stack.base import Sentences, TokenEmbeddings
+from actors.stack.base import Sentences, TokenEmbeddings, evaluating, ordinary
 from actors.stack.batching import budget_batches
 from actors.stack.device import autocast, pick_device
 from actors.stack.registry import model_file_list, resolve_transformer
@@ -196,9 +203,18 @@ class TransformerWordEmbeddings(TokenEmbeddings):
     combination outright (mean | sum | concat | scalar_mix) and then overrides both flags.
     ``subtoken_pooling``: first | last | first_last | mean.
 
+    ``fine_tune=True`` loads a private copy of the encoder whose weights require gradients, so
+    that a loss on ``forward``'s output trains them; by default they are frozen and shared.
+    ``scalar_mix_trainable`` makes the mix's weights and gamma parameters that train with the
+    user's model (default: as ``fine_tune``).
+
     ``allow_long_sentences=False`` does what Flair does: a sentence is cut to one window and the
     words past it get zero vectors. ``max_batch_tokens`` bounds padded pieces per forward pass and
     never changes the output. ``precision`` picks the CUDA autocast dtype (CPU is always float32).
+
+    ``embed_cls`` gives one vector per sentence, the encoder's state at the ``[CLS]`` position of
+    the sentence's first window, with the chosen layers combined as for the words; its width is
+    ``hidden_size``.
     """
 
     def __init__(
@@ -216,6 +232,8 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         max_batch_tokens: int = 8192,
         device: str | torch.device | None = None,
         precision: str = "auto",
+        fine_tune: bool = False,
+        scalar_mix_trainable: bool | None = None,
     ) -> None:
         super().__init__()
         if subtoken_pooling not in POOLINGS:
@@ -231,8 +249,15 @@ class TransformerWordEmbeddings(TokenEmbeddings):
 
         self.model_name = model
         self.model_path = resolve_transformer(model).path
+        self.fine_tune = bool(fine_tune)
         target = pick_device(device)
-        self._loaded = _load(self.model_path, target)
+        if self.fine_tune:
+            # Never train the shared copy: other embeddings read it.
+            self._loaded = _load_uncached(self.model_path, target)
+            self._loaded.model.requires_grad_(True)
+        else:
+            self._loaded = _load(self.model_path, target)
+        self._shared = not self.fine_tune
         self.tokenizer = self._loaded.tokenizer
         self.model = self._loaded.model
 
@@ -253,6 +278,7 @@ class TransformerWordEmbeddings(TokenEmbeddings):
                 do_layer_norm=scalar_mix_layer_norm,
                 initial_scalar_parameters=scalar_mix_weights,
                 gamma=scalar_mix_gamma,
+                trainable=self.fine_tune if scalar_mix_trainable is None else bool(scalar_mix_trainable),
             ).to(target)
         self.scalar_mix_layer_norm = scalar_mix_layer_norm
 
@@ -260,6 +286,22 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         self._combined_width = hidden_size * (len(self.layer_indexes) if layer_combine == "concat" else 1)
         self._parts = 2 if subtoken_pooling == "first_last" else 1
         self.embedding_length = self._combined_width * self._parts
+        self.register_load_state_dict_pre_hook(_privatize_before_load)
+        self.eval()
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of ``embed_cls``'s vectors: the combined layers' width, without first_last's doubling."""
+        return self._combined_width
+
+    def _pretrained_modules(self) -> list[nn.Module]:
+        return [self.model]
+
+    def _privatize(self) -> None:
+        """Give this embedding its own copy of a shared encoder (before anything writes to it)."""
+        if self._shared:
+            self.model = copy.deepcopy(self.model)
+            self._shared = False
 
     # ------------------------------------------------------------------ settings
 
@@ -288,17 +330,59 @@ class TransformerWordEmbeddings(TokenEmbeddings):
 
     # ------------------------------------------------------------------ embedding
 
-    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
-        """Embed pre-tokenized ``sentences``; float32 CPU ``[n_words, embedding_length]`` each."""
+    def _vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:
+        """Float32 ``[n_words, embedding_length]`` per sentence, on ``out``."""
         sentences = [list(sentence) for sentence in sentences]
         starts = np.cumsum([0] + [len(sentence) for sentence in sentences])
-        flat = torch.zeros(int(starts[-1]) * self._parts, self._combined_width)
+        flat = torch.zeros(int(starts[-1]) * self._parts, self._combined_width, device=out)
         rows = self._plan(sentences, starts)
         if rows:
-            with torch.inference_mode():
-                self._run(rows, flat)
+            flat = self._run(rows, flat)
         flat = flat.view(int(starts[-1]), self.embedding_length)
         return [flat[starts[i] : starts[i + 1]].clone() for i in range(len(sentences))]
+
+    def embed_cls(self, sentences: Sentences) -> list[torch.Tensor]:
+        """One float32 CPU ``[hidden_size]`` vector per sentence: the combined layers at ``[CLS]``.
+
+        The ``[CLS]`` position of the sentence's first window (the tokenizer's ``cls_token``; for a
+        model that puts it last, as XLNet does, that position; without one, position 0). An empty
+        sentence gets a zero vector, as it does under mean pooling.
+        """
+        with torch.inference_mode(), evaluating(self):
+            vectors = self._cls_vectors(sentences, torch.device("cpu"))
+        return ordinary(vectors)
+
+    def _cls_vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:
+        sentences = [list(sentence) for sentence in sentences]
+        flat = torch.zeros(len(sentences), self._combined_width, device=out)
+        todo = [i for i, sentence in enumerate(sentences) if sentence]
+        if todo:
+            encoding = self.tokenizer(
+                [sentences[i] for i in todo],
+                is_split_into_words=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=True,
+            )
+            rows = []
+            for sample, index in enumerate(todo):
+                ids = list(encoding["input_ids"][sample])
+                rows.append(
+                    _Row(
+                        input_ids=ids,
+                        positions=np.array([self._cls_position(ids)], dtype=np.int64),
+                        targets=np.array([index], dtype=np.int64),
+                        weights=np.ones(1, dtype=np.float32),
+                    )
+                )
+            flat = self._run(rows, flat)
+        return [flat[i].clone() for i in range(len(sentences))]
+
+    def _cls_position(self, input_ids: list[int]) -> int:
+        cls_id = self.tokenizer.cls_token_id
+        if cls_id is None or not input_ids or input_ids[0] == cls_id or cls_id not in input_ids:
+            return 0
+        return len(input_ids) - 1 - input_ids[::-1].index(cls_id)
 
     def _plan(self, sentences: list[list[str]], starts: np.ndarray) -> list[_Row]:
         """Tokenize into windows and work out which positions feed which output slot."""
@@ -354,8 +438,12 @@ class TransformerWordEmbeddings(TokenEmbeddings):
                 )
         return rows
 
-    def _run(self, rows: list[_Row], flat: torch.Tensor) -> None:
-        """Run the windows in length-sorted, budgeted batches and add their parts into ``flat``."""
+    def _run(self, rows: list[_Row], flat: torch.Tensor) -> torch.Tensor:
+        """Run the windows in length-sorted, budgeted batches and add their parts into ``flat``.
+
+        ``flat`` may live on the CPU (``embed``) or on the model's device (``forward``); each batch's
+        pooled parts cross devices at most once. Differentiable when gradients are enabled.
+        """
         device = self.device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         for batch in budget_batches([len(row.input_ids) for row in rows], self.max_batch_tokens):
@@ -383,7 +471,9 @@ class TransformerWordEmbeddings(TokenEmbeddings):
             combined = self._combine(hidden_states, attention_mask)
             values = combined[row_of_t, positions_t] * weights_t[:, None]
             pooled = torch.zeros(slots.size, combined.shape[-1], device=device).index_add_(0, slot_of_t, values)
-            flat.index_add_(0, torch.from_numpy(slots.astype(np.int64)), pooled.cpu())
+            slots_t = torch.from_numpy(slots.astype(np.int64)).to(flat.device)
+            flat.index_add_(0, slots_t, pooled.to(flat.device))
+        return flat
 
     def _combine(self, hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
         """The chosen layers as one ``[batch, positions, width]`` float32 tensor."""
@@ -395,3 +485,27 @@ class TransformerWordEmbeddings(TokenEmbeddings):
             return self.scalar_mix(layers, attention_mask.bool())
         stacked = torch.stack(layers)
         return stacked.mean(dim=0) if self.layer_combine == "mean" else stacked.sum(dim=0)
+
+
+def _privatize_before_load(module: TransformerWordEmbeddings, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """``load_state_dict`` pre-hook: weights that differ from a shared encoder's go into a private copy.
+
+    Loading copies in place, so writing into the shared encoder would change every embedding
+    built from the same files. Loading the unchanged pretrained weights keeps the sharing.
+    """
+    if not module._shared:
+        return
+    own = module.model.state_dict()
+    model_prefix = f"{prefix}model."
+    for name, value in state_dict.items():
+        if not name.startswith(model_prefix):
+            continue
+        current = own.get(name[len(model_prefix) :])
+        if (
+            current is None
+            or not isinstance(value, torch.Tensor)
+            or value.shape != current.shape
+            or not torch.equal(value.to(current.device, current.dtype), current)
+        ):
+            module._privatize()
+            return

@@ -65,8 +65,10 @@ class WordEmbeddings(TokenEmbeddings):
 
     ``embeddings`` is a local path, a URL, or an id from ``registry.WORD_MODELS``, resolved like every
     model file (path, cache, ``CORPUS_EMBED_MODEL_MIRROR``, published URL). ``format`` is one of
-    ``FORMATS``. The table is frozen (``requires_grad`` False) and lives on ``device``; vectors come
-    back as float32 on the CPU. ``max_batch_tokens`` bounds how many look-ups go to the device at once.
+    ``FORMATS``. The table is frozen (``requires_grad`` False) unless ``fine_tune`` is true, and lives
+    on ``device``; ``embed``'s vectors come back as float32 on the CPU. ``max_batch_tokens`` bounds how
+    many look-ups go to the device at once. Fine-tuning trains the rows of known words; the unknown
+    row (its index is the embedding's ``padding_idx``) gets no gradient and stays zero.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class WordEmbeddings(TokenEmbeddings):
         format: str = "auto",
         device: str | torch.device | None = None,
         max_batch_tokens: int = 65536,
+        fine_tune: bool = False,
     ) -> None:
         super().__init__()
         if format not in FORMATS:
@@ -90,9 +93,16 @@ class WordEmbeddings(TokenEmbeddings):
         self._files = [resolution.path, *table.companions]
         self.vocab: dict[str, int] = table.index
         self.embedding_length = table.matrix.shape[1]
-        self.embedding = nn.Embedding.from_pretrained(table.matrix, freeze=True)
         self._unknown_row = table.matrix.shape[0] - 1
+        self.fine_tune = bool(fine_tune)
+        self.embedding = nn.Embedding.from_pretrained(
+            table.matrix, freeze=not self.fine_tune, padding_idx=self._unknown_row
+        )
+        self.eval()
         self.to(pick_device(device))
+
+    def _pretrained_modules(self) -> list[nn.Module]:
+        return [self.embedding]
 
     def row(self, word: str) -> int:
         """Row of ``word`` in the table, in Flair's look-up order; the all-zero last row if unknown."""
@@ -109,19 +119,18 @@ class WordEmbeddings(TokenEmbeddings):
             return found
         return vocab.get(_DIGIT.sub("0", lower), self._unknown_row)
 
-    def embed(self, sentences: Sentences) -> list[torch.Tensor]:
-        """One ``[len(sentence), embedding_length]`` float32 CPU tensor per sentence, in input order."""
-        out: list[torch.Tensor] = [torch.empty(0)] * len(sentences)
+    def _vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:
+        """One ``[len(sentence), embedding_length]`` float32 tensor per sentence on ``out``, in input order."""
+        results: list[torch.Tensor] = [torch.empty(0)] * len(sentences)
         lengths = [len(sentence) for sentence in sentences]
         device = self.embedding.weight.device
-        with torch.inference_mode():
-            for batch in budget_batches(lengths, self.max_batch_tokens):
-                rows = [self.row(token) for i in batch for token in sentences[i]]
-                ids = torch.tensor(rows, dtype=torch.long).to(device)
-                vectors = self.embedding(ids).float().cpu()
-                for i, part in zip(batch, vectors.split([lengths[i] for i in batch])):
-                    out[i] = part
-        return out
+        for batch in budget_batches(lengths, self.max_batch_tokens):
+            rows = [self.row(token) for i in batch for token in sentences[i]]
+            ids = torch.tensor(rows, dtype=torch.long).to(device)
+            vectors = self.embedding(ids).float().to(out)
+            for i, part in zip(batch, vectors.split([lengths[i] for i in batch])):
+                results[i] = part
+        return results
 
     def config(self) -> dict[str, Any]:
         """The file's name (not its path: the fingerprint reads the bytes, and must not change when the

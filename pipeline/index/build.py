@@ -153,7 +153,7 @@ def build_index(output: str, index: str, kind: str | None = None, *, storage: St
         _check_compatible(old, manifest, kind, index, output)
     committed = ledger.committed()
     plan = plan_update(old.units if old else {}, committed)
-    kind = old.kind if old else (kind or kinds.DEFAULT_KIND)
+    kind = old.kind if old else (kind or (existing.kind if existing else kinds.DEFAULT_KIND))
     summary = BuildSummary(index=index, output=output, kind=kind, fresh=old is None, units_added=[
         key for key in plan.add if key not in plan.replaced], units_replaced=plan.replaced, units_removed=plan.removed)
 
@@ -188,7 +188,7 @@ def build_index(output: str, index: str, kind: str | None = None, *, storage: St
             meta = IndexMeta(kind=kind, dim=dim, stack_fingerprint=manifest["stack_fingerprint"],
                              stack=manifest.get("stack", []), pooling=manifest.get("pooling", "mean"),
                              granularity=manifest.get("granularity", "document"), dtype=manifest.get("dtype", "float32"),
-                             output=output, params=kinds.resolve_params(kind, dim, incoming, given),
+                             output="", params=kinds.resolve_params(kind, dim, incoming, given),
                              next_label=existing.next_label if existing else 0,
                              generation=existing.generation if existing else 0)
             faiss_index = kinds.new_index(kind, dim, meta.params)
@@ -210,7 +210,7 @@ def build_index(output: str, index: str, kind: str | None = None, *, storage: St
         meta.generation += 1
         meta.index_file = index_file_name(meta.generation)
         meta.count = int(faiss_index.ntotal) - meta.tombstoned
-        meta.output = output
+        meta.output = output if "://" in output else os.path.abspath(output)
         meta.built_at = time.time()
         local = os.path.join(work, meta.index_file)
         faiss.write_index(faiss_index, local)

@@ -98,7 +98,8 @@ def format_hits(hits: list[Any], granularity: str) -> str:
     if not hits:
         return "no results (the index is empty)"
     width = max(len(hit.id) for hit in hits)
-    lines = [f"{'rank':>4}  {'score':>7}  {'id':<{width}}" + ("  sent  text" if granularity == "sentence" else "")]
+    header = f"{'rank':>4}  {'score':>7}  {'id':<{width}}" + ("  sent  text" if granularity == "sentence" else "")
+    lines = [header.rstrip()]
     for hit in hits:
         line = f"{hit.rank:>4}  {hit.score:>7.4f}  {hit.id:<{width}}"
         if hit.sentence is not None:
@@ -106,7 +107,7 @@ def format_hits(hits: list[Any], granularity: str) -> str:
         if hit.text:
             snippet = " ".join(hit.text.split())
             line += "  " + (snippet if len(snippet) <= 100 else snippet[:99] + "…")
-        lines.append(line)
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from pipeline.index.layout import IndexMeta
 
-ID_SCHEMA_BASE = [("label", pa.int64()), ("id", pa.string())]
+ROW_GROUP_ROWS = 8_192   # small groups: a search reads only the groups that hold its hits
 
 
 class IdMapWriter:
@@ -33,7 +33,7 @@ class IdMapWriter:
         table = table.cast(self._schema(table))
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.local_path, table.schema, compression="zstd")
-        self._writer.write_table(table)
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.next_label += info.num_rows
 
     @staticmethod
@@ -69,10 +69,27 @@ class LabelLookup:
 
 
 def read_rows(fs: Any, path: str, rows: list[int]) -> list[dict[str, Any]]:
-    """The given rows of one unit's id map (a handful per query: read the file, take the rows)."""
+    """The given rows of one unit's id map, reading only the row groups that hold them.
+
+    A unit can hold millions of rows (a big JSONL shard); a query needs a handful, so the footer
+    says where each row group starts and only those groups are fetched (ranged reads on object stores).
+    """
+    found: dict[int, dict[str, Any]] = {}
     with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle)
-    return table.take(pa.array(rows, pa.int64())).to_pylist()
+        parquet = pq.ParquetFile(handle)
+        starts = [0]
+        for group in range(parquet.metadata.num_row_groups):
+            starts.append(starts[-1] + parquet.metadata.row_group(group).num_rows)
+        by_group: dict[int, list[int]] = {}
+        for row in rows:
+            if not 0 <= row < starts[-1]:
+                raise IndexError(f"{path}: row {row} is outside the id map's {starts[-1]} rows; rebuild the index")
+            by_group.setdefault(bisect.bisect_right(starts, row) - 1, []).append(row)
+        for group, members in by_group.items():
+            table = parquet.read_row_group(group)
+            for row in members:
+                found[row] = table.slice(row - starts[group], 1).to_pylist()[0]
+    return [found[row] for row in rows]
 
 
 def iter_ids(fs: Any, path: str) -> Iterator[dict[str, Any]]:

@@ -231,7 +231,7 @@ def test_fine_tuned_elmo_gets_gradients(elmo_dir: str) -> None:
 def test_fine_tuned_word_vectors_train_known_rows_only(word_path: str) -> None:
     tuned = WordEmbeddings(word_path, device="cpu", fine_tune=True)
     sentences = [["the", "bank", "zzz-unknown"], ["rivers"]]
-    padded, mask = tuned(sentences)
+    padded, _ = tuned(sentences)
     padded.sum().backward()
     grad = tuned.embedding.weight.grad
     assert torch.count_nonzero(grad[tuned.vocab["bank"]]) > 0
@@ -348,8 +348,9 @@ def test_state_dict_round_trip_for_every_kind(flair_path: str, elmo_dir: str, wo
         )
 
     trained = kinds(fine_tune=True)
+    torch.manual_seed(0)
     with torch.no_grad():
-        for name, parameter in trained.named_parameters():
+        for parameter in trained.parameters():
             if parameter.requires_grad:
                 parameter.add_(0.05 * torch.randn_like(parameter))
     fresh = kinds(fine_tune=False)
