@@ -47,6 +47,7 @@ class TransformerLayer(_Strict):
     use_scalar_mix: bool = False
     scalar_mix_weights: list[float] | None = None
     scalar_mix_gamma: float = 1.0
+    scalar_mix_layer_norm: bool = False
     allow_long_sentences: bool = True
 
     @field_validator("layers")

@@ -5,22 +5,14 @@ import importlib.util
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import pytest
-import torch
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BUDGET_S = 60
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Small models on a shared 2-core machine: a second spinning thread makes runs slow and erratic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def load(name: str) -> ModuleType:

@@ -18,7 +18,8 @@ def test_defaults_give_the_packaged_minilm_stack() -> None:
     config = parse_config(dict(BASE))
     assert config.stack_spec() == [{"transformer": {
         "model": "default", "layers": "-1", "layer_mean": True, "subtoken_pooling": "mean", "layer_combine": None,
-        "use_scalar_mix": False, "scalar_mix_weights": None, "scalar_mix_gamma": 1.0, "allow_long_sentences": True}}]
+        "use_scalar_mix": False, "scalar_mix_weights": None, "scalar_mix_gamma": 1.0, "scalar_mix_layer_norm": False,
+        "allow_long_sentences": True}}]
     assert config.output.granularity == "document" and config.pooling == "mean"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,13 +17,7 @@ ATOL = 1e-5
 N_LAYERS, WIDTH = 3, 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny matrices: thread start-up costs more than the work on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

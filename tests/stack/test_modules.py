@@ -9,7 +9,6 @@ encoder's ``[CLS]`` state, and ``.to()`` moves what runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -33,13 +32,7 @@ SENTENCES = [
 HIDDEN = 384
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models on a shared 2-core machine: a second spinning thread costs more than it saves.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
