@@ -10,6 +10,7 @@ This module is torch-free on purpose: the driver resolves files for the stack fi
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -28,8 +29,7 @@ _FLAIR_BASE = "https://flair.informatik.hu-berlin.de/resources/embeddings/flair"
 _FLAIR_ML_BASE = "https://raw.githubusercontent.com/qburst/models-repository/master/FlairMalayalamModels"
 # Flair's published character language models: id -> file URL, as in flair 0.15.1's
 # FlairEmbeddings.PRETRAINED_MODEL_ARCHIVE_MAP (ids are matched lowercased, as Flair does). Left out:
-# the CLEF-HIPE, Amharic and Ukrainian models, whose files are all named ``best-lm.pt`` and would
-# share one cache path here; give those by URL and local path instead.
+# the CLEF-HIPE, Amharic and Ukrainian models (files all named ``best-lm.pt``): give them by URL.
 FLAIR_MODELS: dict[str, str] = {
     # multilingual
     "multi-forward": f"{_FLAIR_BASE}/lm-jw300-forward-v0.1.pt",
@@ -225,29 +225,60 @@ def _fetch(url: str, target: Path) -> bool:
         return False
 
 
+def _local(name: str, tried: list[str], is_dir: bool = False) -> Resolution | None:
+    """``name`` as a local path, if it is one that exists."""
+    if _has_scheme(name):
+        return None
+    expanded = os.path.expanduser(name)
+    tried.append(f"local path {expanded}")
+    found = os.path.isdir(expanded) if is_dir else os.path.exists(expanded)
+    return Resolution(expanded, tuple(tried)) if found else None
+
+
+def _from_mirror(relative: str, cached: Path, tried: list[str]) -> Resolution | None:
+    """Fetch ``relative`` from the mirror prefix into ``cached``, when a mirror is set."""
+    mirror = os.environ.get(MIRROR_ENV)
+    if not mirror:
+        return None
+    candidate = f"{mirror.rstrip('/')}/{relative}"
+    tried.append(f"mirror {candidate}")
+    return Resolution(str(cached), tuple(tried)) if _fetch(candidate, cached) else None
+
+
+def _cache_name(name: str, url: str | None, published: dict[str, str]) -> str:
+    """The file's name in the cache and the mirror: the URL's last part, made unique where needed.
+
+    Several published models share a file name (Flair's ``best-lm.pt``): those are cached as
+    ``<id>-<file>``; a URL given directly gets a short hash of the URL in front.
+    """
+    if not url:
+        return os.path.basename(name)
+    base = url.rstrip("/").rsplit("/", 1)[-1]
+    if name in published:
+        # Aliases (two ids, one URL) share a file; different URLs with one file name must not.
+        clash = any(other != url and other.rstrip("/").rsplit("/", 1)[-1] == base for other in published.values())
+        return f"{name}-{base}" if clash else base
+    return f"{hashlib.sha1(url.encode()).hexdigest()[:8]}-{base}"
+
+
 def resolve_file(kind: str, name: str, published: dict[str, str] | None = None) -> Resolution:
     """Resolve ``name`` (path, URL or published id) of one model file of ``kind`` to a local path."""
     tried: list[str] = []
-    expanded = os.path.expanduser(name)
-    if not _has_scheme(name):
-        tried.append(f"local path {expanded}")
-        if os.path.exists(expanded):
-            return Resolution(expanded, tuple(tried))
+    local = _local(name, tried)
+    if local:
+        return local
     published = published or {}
     if name not in published and name.lower() in published:
         name = name.lower()  # published ids are case-insensitive, as in Flair
     url = published.get(name, name if _has_scheme(name) else None)
-    file_name = url.rstrip("/").rsplit("/", 1)[-1] if url else os.path.basename(name)
+    file_name = _cache_name(name, url, published)
     cached = cache_dir() / kind / file_name
     tried.append(f"cache {cached}")
     if cached.exists():
         return Resolution(str(cached), tuple(tried))
-    mirror = os.environ.get(MIRROR_ENV)
-    if mirror:
-        candidate = f"{mirror.rstrip('/')}/{kind}/{file_name}"
-        tried.append(f"mirror {candidate}")
-        if _fetch(candidate, cached):
-            return Resolution(str(cached), tuple(tried))
+    mirrored = _from_mirror(f"{kind}/{file_name}", cached, tried)
+    if mirrored:
+        return mirrored
     if url:
         tried.append(f"url {url}")
         if _fetch(url, cached):
@@ -276,11 +307,9 @@ def resolve_transformer(name: str) -> Resolution:
     if name in DEFAULT_TRANSFORMER_ALIASES:
         return Resolution(packaged_transformer_path(), (f"packaged model for {name!r}",))
     tried: list[str] = []
-    expanded = os.path.expanduser(name)
-    if not _has_scheme(name):
-        tried.append(f"local path {expanded}")
-        if os.path.isdir(expanded):
-            return Resolution(expanded, tuple(tried))
+    local = _local(name, tried, is_dir=True)
+    if local:
+        return local
     folder_name = name.rstrip("/").replace("://", "/").replace("/", "--")
     cached = cache_dir() / "transformers" / folder_name
     tried.append(f"cache {cached}")
@@ -291,12 +320,9 @@ def resolve_transformer(name: str) -> Resolution:
         if _fetch(name, cached):
             return Resolution(str(cached), tuple(tried))
         raise ModelNotFoundError(f"transformer model {name!r} not found. Looked at: " + "; ".join(tried))
-    mirror = os.environ.get(MIRROR_ENV)
-    if mirror:
-        candidate = f"{mirror.rstrip('/')}/transformers/{name}"
-        tried.append(f"mirror {candidate}")
-        if _fetch(candidate, cached):
-            return Resolution(str(cached), tuple(tried))
+    mirrored = _from_mirror(f"transformers/{name}", cached, tried)
+    if mirrored:
+        return mirrored
     return Resolution(name, tuple(tried) + ("hub cache",))
 
 

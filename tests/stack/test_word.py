@@ -410,3 +410,14 @@ def test_real_gensim_files(tmp_path: Path) -> None:
     kv.save_word2vec_format(str(tmp_path / "g.txt"), binary=False)
     for path in (inline, separate, tmp_path / "g.bin", tmp_path / "g.txt"):
         assert_lookups(WordEmbeddings(str(path)))
+
+
+def test_cache_names_keep_clashing_published_files_apart() -> None:
+    from actors.stack.registry import _cache_name
+
+    table = {"a": "https://x/one/best-lm.pt", "b": "https://x/two/best-lm.pt", "c": "https://x/c.pt", "c-alias": "https://x/c.pt"}
+    assert _cache_name("a", table["a"], table) == "a-best-lm.pt"
+    assert _cache_name("b", table["b"], table) == "b-best-lm.pt"
+    assert _cache_name("c", table["c"], table) == _cache_name("c-alias", table["c"], table) == "c.pt"
+    direct = _cache_name("https://y/best-lm.pt", "https://y/best-lm.pt", table)
+    assert direct.endswith("-best-lm.pt") and direct != _cache_name("https://z/best-lm.pt", "https://z/best-lm.pt", table)
