@@ -10,7 +10,6 @@ This module is torch-free on purpose: the driver resolves files for the stack fi
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
@@ -249,7 +248,8 @@ def _cache_name(name: str, url: str | None, published: dict[str, str]) -> str:
     """The file's name in the cache and the mirror: the URL's last part, made unique where needed.
 
     Several published models share a file name (Flair's ``best-lm.pt``): those are cached as
-    ``<id>-<file>``; a URL given directly gets a short hash of the URL in front.
+    ``<id>-<file>``. A URL given directly keeps its file name, so that a model's companion files
+    (gensim's ``.vectors.npy``) sit beside it in the cache and the mirror.
     """
     if not url:
         return os.path.basename(name)
@@ -258,7 +258,7 @@ def _cache_name(name: str, url: str | None, published: dict[str, str]) -> str:
         # Aliases (two ids, one URL) share a file; different URLs with one file name must not.
         clash = any(other != url and other.rstrip("/").rsplit("/", 1)[-1] == base for other in published.values())
         return f"{name}-{base}" if clash else base
-    return f"{hashlib.sha1(url.encode()).hexdigest()[:8]}-{base}"
+    return base
 
 
 def resolve_file(kind: str, name: str, published: dict[str, str] | None = None) -> Resolution:
