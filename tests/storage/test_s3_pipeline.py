@@ -129,6 +129,7 @@ def test_transient_s3_faults_are_retried(ray_address, s3_endpoint, s3_bucket) ->
         summary = run(_config(s3_bucket, flaky), progress=False)
     assert summary.ok, summary.lines()
     assert plan.injected["503"] > 0 and plan.injected["drop"] > 0
+    print(f"faults injected: {plan.injected} over {plan.requests} requests")
     ids = _output_ids(s3_endpoint, f"{s3_bucket}/out")
     assert sorted(ids) == sorted(d["id"] for d in docs)
 
@@ -168,6 +169,7 @@ def test_bad_input_on_s3_is_quarantined(ray_address, s3_endpoint, s3_bucket) -> 
     strict = run(config, progress=False)
     assert not strict.ok and "max_reject_ratio" in "\n".join(strict.lines())
     reasons = strict.rejects_by_reason
+    print(f"rejects by reason: {reasons}; rows kept: {strict.rows_out}")
     for reason in ("malformed_json", "missing_text", "not_string", "empty_text", "invalid_utf8", "duplicate_id",
                    "truncated_stream", "missing_column", "too_long"):
         assert reasons.get(reason, 0) >= 1, (reason, reasons)
