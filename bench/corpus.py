@@ -1,0 +1,76 @@
+"""The bench corpus: real English (The Devil's Dictionary in examples/corpus), seeded, short and long mixed.
+
+Every document is made from the demo corpus's entries, so the text is real and the vocabulary
+realistic; a seed fixes the mix, so two runs (and two machines) measure the same documents:
+
+- 50% short: one sentence of an entry (a query-sized text, ~10-40 words);
+- 35% medium: one whole entry (a definition, ~20-300 words);
+- 15% long: 3 to 6 consecutive entries joined (~300-1,500 words: several windows for a
+  512-piece encoder, and far past SentenceTransformer's 256-piece truncation).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = ROOT / "examples" / "corpus"
+
+
+def demo_texts() -> list[str]:
+    """The demo corpus's 320 entry texts in a fixed order (by file name, then line)."""
+    texts = []
+    for path in sorted(DEMO_CORPUS.glob("*.jsonl*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as handle:
+            texts.extend(json.loads(line)["text"] for line in handle if line.strip())
+    return texts
+
+
+def make_documents(n: int, seed: int = 0, mix: tuple[float, float, float] = (0.50, 0.35, 0.15)) -> list[dict]:
+    """``n`` documents ``{"id", "text"}``, seeded; ``mix`` = shares of (short, medium, long)."""
+    from actors.text import split_sentences
+
+    entries = demo_texts()
+    sentences = [s for text in entries for s in split_sentences(text) if len(s.split()) >= 4]
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        draw = rng.random()
+        if draw < mix[0]:
+            text, kind = rng.choice(sentences), "short"
+        elif draw < mix[0] + mix[1]:
+            text, kind = rng.choice(entries), "medium"
+        else:
+            start, count = rng.randrange(len(entries)), rng.randint(3, 6)
+            text = " ".join(entries[(start + k) % len(entries)] for k in range(count))
+            kind = "long"
+        docs.append({"id": f"bench:{i:07d}", "text": text, "kind": kind})
+    return docs
+
+
+def write_shards(docs: list[dict], folder: Path, shards: int) -> list[Path]:
+    """Spread ``docs`` over ``shards`` JSONL files (contiguous slices); returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    per_shard = -(-len(docs) // shards)
+    paths = []
+    for index in range(shards):
+        chunk = docs[index * per_shard:(index + 1) * per_shard]
+        if not chunk:
+            break
+        path = folder / f"part-{index:04d}.jsonl"
+        path.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in chunk), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def sentences_of(docs: list[dict], n: int, seed: int = 1) -> list[list[str]]:
+    """``n`` tokenized sentences drawn (seeded) from ``docs``: the token-level benches' input."""
+    from actors.text import split_sentences, tokenize
+
+    pool = [tokenize(s) for d in docs for s in split_sentences(d["text"])]
+    pool = [tokens for tokens in pool if tokens]
+    rng = random.Random(seed)
+    return [rng.choice(pool) for _ in range(n)]
