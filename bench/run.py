@@ -888,6 +888,10 @@ def main(argv: list[str] | None = None) -> int:
               f"torch {report.data['machine']['versions']['torch']} ({report.data['machine']['torch_threads']} threads), "
               f"{len(docs)} docs; load average {report.data['load_average_start']} → {report.data['load_average_end']}; "
               f"{report.data['seconds']:.0f} s")
+    busiest = max(report.data["load_average_start"][:1] + report.data["load_average_end"][:1], default=0.0)
+    if busiest > 1.5 * (os.cpu_count() or 1):
+        report.notes.append(f"the machine was busy (1-minute load average up to {busiest} on {os.cpu_count()} CPUs): "
+                            "ratios are unreliable, run again when it is quieter")
     print(header)
     print(text)
     for note in report.notes:

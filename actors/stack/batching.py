@@ -2,17 +2,23 @@
 
 Padding waste is the main cost of naive embedding loops: sorting by length and cutting batches
 by a budget of (longest item x batch size) roughly doubles throughput on CPU and GPU alike.
+A budget alone still lets one long item pad a batch of much shorter ones (a 500-piece window
+and a hundred 60-piece sentences fit 32k tokens), so ``max_padding`` also ends a batch where the
+next item is that much shorter than the batch's longest.
 """
 from __future__ import annotations
 
 from typing import Iterator, Sequence
 
 
-def budget_batches(lengths: Sequence[int], max_tokens: int, max_items: int | None = None) -> Iterator[list[int]]:
+def budget_batches(lengths: Sequence[int], max_tokens: int, max_items: int | None = None,
+                   max_padding: float | None = None) -> Iterator[list[int]]:
     """Yield lists of indexes into ``lengths``, longest first, each batch's padded size within ``max_tokens``.
 
-    An item longer than the budget gets a batch of its own (the embedding handles it by windows
-    or chunks); order inside the output is the caller's job (indexes say where each item goes).
+    ``max_padding`` (a fraction, e.g. 0.15): an item more than that much shorter than its batch's
+    longest starts a new batch, so no item is padded by more than that share. An item longer than
+    the budget gets a batch of its own (the embedding handles it by windows or chunks); order
+    inside the output is the caller's job (indexes say where each item goes).
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batch: list[int] = []
@@ -21,10 +27,30 @@ def budget_batches(lengths: Sequence[int], max_tokens: int, max_items: int | Non
         length = max(1, lengths[index])
         if batch:
             padded = max(longest, length) * (len(batch) + 1)
-            if padded > max_tokens or (max_items is not None and len(batch) >= max_items):
+            if (padded > max_tokens or (max_items is not None and len(batch) >= max_items)
+                    or (max_padding is not None and length < (1.0 - max_padding) * longest)):
                 yield batch
                 batch, longest = [], 0
         batch.append(index)
         longest = max(longest, length)
+    if batch:
+        yield batch
+
+
+def total_budget_batches(lengths: Sequence[int], max_total: int) -> Iterator[list[int]]:
+    """Yield lists of indexes into ``lengths``, longest first, each batch's total length within ``max_total``.
+
+    For models that skip padding (packed sequences), where only the real items cost.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batch: list[int] = []
+    total = 0
+    for index in order:
+        length = max(1, lengths[index])
+        if batch and total + length > max_total:
+            yield batch
+            batch, total = [], 0
+        batch.append(index)
+        total += length
     if batch:
         yield batch

@@ -13,9 +13,9 @@ the same numbers:
 - characters missing from the model's dictionary read as ``<unk>`` (id 0); lengths are code points.
 
 Unlike Flair, many sentences share one LSTM call: they are sorted by length and cut into batches
-by a character budget (``max_batch_chars``), padded on the right. Padding sits after every
-position a sentence reads, and an LSTM never looks ahead, so a sentence's vectors do not depend
-on its batch. ``chars_per_chunk`` runs the LSTM over slices of that many characters, carrying the
+by a budget of total characters (``max_batch_chars``), and the LSTM runs on packed sequences:
+no step is spent on padding, and since each sentence's recurrence sees only its own characters,
+its vectors do not depend on its batch. ``chars_per_chunk`` runs the LSTM over slices of that many characters, carrying the
 state from slice to slice, and keeps only the rows that are read: it bounds memory and never
 changes the output.
 """
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings
-from actors.stack.batching import budget_batches
+from actors.stack.batching import total_budget_batches
 from actors.stack.device import autocast, pick_device
 from actors.stack.registry import FLAIR_MODELS, resolve_file
 from actors.stack.safe_pickle import FlairDictionary, load_flair_lm
@@ -67,6 +67,18 @@ class CharLanguageModel(nn.Module):
         if self.proj is not None:
             output = self.proj(output)
         return output, hidden
+
+    def forward_packed(self, char_ids: torch.Tensor, steps: torch.Tensor, hidden: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """As ``forward`` for columns sorted longest first, column ``b`` being ``steps[b]`` long: no step on padding.
+
+        Returns the outputs packed time-major (``[sum(steps), output_size]``; step ``t`` holds the
+        first ``batch_sizes[t]`` columns), ``batch_sizes`` (CPU) and each column's state after its
+        last step. An LSTM never looks ahead, so the outputs are those of ``forward``.
+        """
+        packed = nn.utils.rnn.pack_padded_sequence(self.encoder(char_ids), steps, enforce_sorted=True)
+        output, hidden = self.rnn(packed, hidden)
+        data = output.data if self.proj is None else self.proj(output.data)
+        return data, output.batch_sizes, hidden
 
     @classmethod
     def from_flair_state(cls, state: dict[str, Any], source: str) -> "CharLanguageModel":
@@ -142,7 +154,7 @@ class FlairEmbeddings(TokenEmbeddings):
             (backward LM) instead of at the word's own boundary character.
         chars_per_chunk: characters per LSTM call; bounds memory, never changes the output.
         is_lower: lowercase the text before the LM reads it (for LMs trained on lowercased text).
-        max_batch_chars: padded characters per batch (longest string x sentences).
+        max_batch_chars: characters per batch, all sentences together (packed: padding costs nothing).
         device: where the LM runs (default: the first GPU, else the CPU).
         precision: autocast on GPU (``auto`` | ``float32`` | ``bfloat16`` | ``float16``); CPU is float32.
         fine_tune: let the LM's weights train through ``forward`` (as Flair's ``fine_tune``); by
@@ -214,7 +226,7 @@ class FlairEmbeddings(TokenEmbeddings):
         lengths = [len(inputs[i].char_ids) for i in todo]
         device = self.device
         with autocast(device, self.precision):
-            for batch in budget_batches(lengths, self.max_batch_chars):
+            for batch in total_budget_batches(lengths, self.max_batch_chars):
                 indexes = [todo[j] for j in batch]
                 vectors = self._embed_batch([inputs[i] for i in indexes], device, out)
                 for index, tensor in zip(indexes, vectors):
@@ -222,24 +234,38 @@ class FlairEmbeddings(TokenEmbeddings):
         return results
 
     def _embed_batch(self, batch: list[_LMInput], device: torch.device, out: torch.device) -> list[torch.Tensor]:
-        """Run the LM over a batch chunk by chunk, keeping only the rows tokens read (returned on ``out``)."""
-        longest = max(len(item.char_ids) for item in batch)
-        ids = torch.full((longest, len(batch)), self._pad_id, dtype=torch.long)
-        for column, item in enumerate(batch):
+        """Run the LM over a batch chunk by chunk, as packed sequences (no step is spent on padding),
+        keeping only the rows tokens read (returned on ``out``)."""
+        order = sorted(range(len(batch)), key=lambda c: -len(batch[c].char_ids))
+        items = [batch[c] for c in order]
+        lengths = torch.tensor([len(item.char_ids) for item in items], dtype=torch.long)
+        longest = int(lengths[0])
+        ids = torch.full((longest, len(items)), self._pad_id, dtype=torch.long)
+        for column, item in enumerate(items):
             ids[: len(item.char_ids), column] = torch.tensor(item.char_ids, dtype=torch.long)
-        positions = torch.tensor([p for item in batch for p in item.positions], dtype=torch.long)
-        columns = torch.tensor([c for c, item in enumerate(batch) for _ in item.positions], dtype=torch.long)
+        positions = torch.tensor([p for item in items for p in item.positions], dtype=torch.long)
+        columns = torch.tensor([c for c, item in enumerate(items) for _ in item.positions], dtype=torch.long)
         # One host-to-device copy per batch: ids, positions and columns travel together.
         packed = torch.cat([ids.flatten(), positions, columns]).to(device, non_blocking=True)
-        ids = packed[: ids.numel()].view(longest, len(batch))
+        ids = packed[: ids.numel()].view(longest, len(items))
         positions, columns = packed[ids.numel():].view(2, -1)
 
         rows = torch.empty(positions.numel(), self.embedding_length, dtype=torch.float32, device=device)
         hidden = None
         for start in range(0, longest, self.chars_per_chunk):
             end = min(start + self.chars_per_chunk, longest)
-            output, hidden = self.lm(ids[start:end], hidden)
+            # Columns still running at ``start`` are a prefix (longest first); the others are done.
+            active = int((lengths > start).sum())
+            steps = lengths[:active].clamp(max=end) - start
+            if hidden is not None:
+                hidden = tuple(h[:, :active] for h in hidden) if isinstance(hidden, tuple) else hidden[:, :active]
+            output, batch_sizes, hidden = self.lm.forward_packed(ids[start:end, :active], steps, hidden)
+            offsets = torch.cat([batch_sizes.new_zeros(1), batch_sizes.cumsum(0)[:-1]]).to(device)
             wanted = (positions >= start) & (positions < end)
-            rows[wanted] = output[positions[wanted] - start, columns[wanted]].float()
+            rows[wanted] = output[offsets[positions[wanted] - start] + columns[wanted]].float()
         rows = rows.to(out)
-        return [part.clone() for part in rows.split([len(item.positions) for item in batch])]
+        parts = rows.split([len(item.positions) for item in items])
+        result: list[torch.Tensor] = [parts[0]] * len(items)
+        for column, part in zip(order, parts):
+            result[column] = part.clone()
+        return result

@@ -446,7 +446,7 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         """
         device = self.device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        for batch in budget_batches([len(row.input_ids) for row in rows], self.max_batch_tokens):
+        for batch in budget_batches([len(row.input_ids) for row in rows], self.max_batch_tokens, max_padding=0.15):
             width = max(len(rows[i].input_ids) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
