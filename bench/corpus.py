@@ -19,14 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_CORPUS = ROOT / "examples" / "corpus"
 
 
-def demo_texts() -> list[str]:
-    """The demo corpus's 320 entry texts in a fixed order (by file name, then line)."""
-    texts = []
+def demo_documents() -> list[dict]:
+    """The demo corpus's 320 entries (``id``, ``title``, ``text``) in a fixed order (by file name, then line)."""
+    docs = []
     for path in sorted(DEMO_CORPUS.glob("*.jsonl*")):
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8") as handle:
-            texts.extend(json.loads(line)["text"] for line in handle if line.strip())
-    return texts
+            docs.extend(json.loads(line) for line in handle if line.strip())
+    return docs
+
+
+def demo_texts() -> list[str]:
+    """The demo corpus's 320 entry texts, in ``demo_documents`` order."""
+    return [doc["text"] for doc in demo_documents()]
 
 
 def make_documents(n: int, seed: int = 0, mix: tuple[float, float, float] = (0.50, 0.35, 0.15)) -> list[dict]:

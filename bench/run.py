@@ -657,7 +657,6 @@ def profile_section(report: Report, settings: dict[str, Any], docs: list[dict], 
     """
     import actors.embedder as embedder_module
     from actors.actor import EmbeddingActor
-    from pipeline.config import JobConfig
     from pipeline.readers import read_unit
     from pipeline.sink import write_parts
     from pipeline.sources import discover_shards

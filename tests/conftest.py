@@ -82,18 +82,8 @@ def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     return f"s3://{name}"
 
 
-DEMO_CORPUS = REPO_ROOT / "examples" / "corpus"
-
-
-
-def demo_documents() -> list[dict]:
-    """The 320 documents of the demo corpus (The Devil's Dictionary)."""
-    docs = []
-    for path in sorted(DEMO_CORPUS.glob("*.jsonl*")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            docs.extend(json.loads(line) for line in handle if line.strip())
-    return docs
+# The demo corpus (The Devil's Dictionary, 320 documents) and its reader live with the benchmarks.
+from bench.corpus import DEMO_CORPUS, demo_documents  # noqa: E402,F401
 
 
 def write_shards(root: Path, docs: list[dict], shards: int, gzip_every: int = 0) -> list[dict]:
