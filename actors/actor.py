@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -64,27 +65,44 @@ def token_vectors_array(per_row: list[np.ndarray | None], dim: int, dtype: str) 
 
 
 class EmbeddingActor:
-    """Ray Data actor: ``__init__`` loads the stack once, ``__call__`` embeds one Arrow batch."""
+    """Ray Data actor: ``__init__`` loads the stack once, ``__call__`` embeds one Arrow batch.
+
+    All of the actor's torch work (loading, then every batch) runs on one thread of its own. Ray
+    Data builds the actor on the process's main thread but calls it from a worker thread; torch
+    work on both gives the process two OpenMP thread teams, and GNU OpenMP, seeing more threads
+    than cores, then parks its threads after every parallel region instead of spinning: on 2
+    cores that cost the actor a third of its speed in bf16 (1.3 of 2 cores busy) and a sixth in
+    float32, measured in ``bench/README.md``.
+    """
 
     def __init__(self, job: dict[str, Any], torch_threads: int | None = None):
-        import torch
-
-        from actors.embedder import TextEmbedder
         from pipeline.config import JobConfig
 
         config = JobConfig.model_validate(job)
+        self.granularity = config.output.granularity
+        self.dtype = config.output.dtype
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding")
+        self._compute.submit(self._load, config, torch_threads).result()
+
+    def _load(self, config: Any, torch_threads: int | None) -> None:
+        import torch
+
+        from actors.embedder import TextEmbedder
+
         # ceil(cpus_per_actor) unless the driver knows better (``torch_threads``: on a one-node Ray
         # the actors share all of the node's cores, see pipeline.ray_pipeline.actor_threads);
         # CORPUS_EMBED_TORCH_THREADS overrides both.
         threads = torch_threads or max(1, math.ceil(config.resources.cpus_per_actor))
         torch.set_num_threads(int(os.environ.get("CORPUS_EMBED_TORCH_THREADS", threads)))
-        self.granularity = config.output.granularity
-        self.dtype = config.output.dtype
         self.embedder = TextEmbedder(config.stack_spec(), config.pooling,
-                                     max_batch_tokens=config.resources.max_batch_tokens)
+                                     max_batch_tokens=config.resources.max_batch_tokens,
+                                     precision=config.resources.precision)
         self.dim = self.embedder.dim if self.granularity != "token" else self.embedder.token_dim
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        return self._compute.submit(self._embed_batch, batch).result()
+
+    def _embed_batch(self, batch: pa.Table) -> pa.Table:
         columns = {name: batch.column(name).to_pylist() for name in PASS_THROUGH}
         docs = [i for i, kind in enumerate(columns["kind"]) if kind == "doc"]
         texts = batch.column("text").to_pylist()

@@ -51,10 +51,10 @@ TRANSFORMER_TOL = {"atol": 1e-4, "rtol": 1e-4}
 FLAIR_TOL = {"atol": 1e-5, "rtol": 0.0}
 
 MODES = {
-    "quick": {"docs": 320, "shards": 8, "reps": 2, "pipeline_reps": 1, "batch_rows": 48,
+    "quick": {"docs": 320, "shards": 8, "reps": 2, "pipeline_reps": 1, "batch_rows": 40,
               "token_sentences": 200, "charlm_sentences": 100, "peer_reps": 1, "charlm_peer_reps": 1, "sample": 20, "f16_shards": 2,
               "profile_shards": 4},
-    "full": {"docs": 1200, "shards": 24, "reps": 2, "pipeline_reps": 2, "batch_rows": 96,
+    "full": {"docs": 1200, "shards": 24, "reps": 2, "pipeline_reps": 2, "batch_rows": 100,
              "token_sentences": 1000, "charlm_sentences": 1000, "peer_reps": 2, "charlm_peer_reps": 1, "sample": 40,
              "f16_shards": 6, "profile_shards": 8},
 }
@@ -369,6 +369,7 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
     import torch
 
     from actors.embedder import TextEmbedder
+    from actors.stack.device import cpu_has_native_bf16
     from bench.corpus import write_shards
 
     texts = [doc["text"] for doc in docs]
@@ -384,21 +385,37 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
     st = SentenceTransformer(path, device="cpu")
     naive = NaiveHF(path)
     ours = TextEmbedder(config.stack_spec(), config.pooling, max_batch_tokens=config.resources.max_batch_tokens)
+    ours_bf16 = TextEmbedder(config.stack_spec(), config.pooling, max_batch_tokens=config.resources.max_batch_tokens,
+                             precision="bfloat16")
     warm = texts[:16]
-    st.encode(warm), naive.encode(warm), ours.embed_documents(warm)
+    st.encode(warm), naive.encode(warm), ours.embed_documents(warm), ours_bf16.embed_documents(warm)
+
+    def st_bf16(batch: list[str]) -> np.ndarray:
+        # The same lever on the peer's side: its encoder under CPU bf16 autocast.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return np.asarray(st.encode(batch, batch_size=PEER_BATCH, convert_to_tensor=True).float())
+
+    st_bf16(warm)
 
     # The documents that both sides embed whole: at most max_seq_length pieces, one window.
     tokenizer = ours.stack.embeddings[0].tokenizer
     fits = [t for t, ids in zip(texts, tokenizer(texts)["input_ids"]) if len(ids) <= st.max_seq_length]
+    fits_set = set(fits)
+    fits_input = workdir / "corpus-fits"
+    write_shards([doc for doc in docs if doc["text"] in fits_set], fits_input, settings["shards"])
     in_process = {
         "SentenceTransformer.encode": lambda: st.encode(texts, batch_size=PEER_BATCH),
+        "SentenceTransformer.encode, bf16 autocast": lambda: st_bf16(texts),
         "naive HF loop": lambda: naive.encode(texts),
         "ours in-process (TextEmbedder)": lambda: ours.embed_documents(texts),
+        "ours in-process, precision bfloat16": lambda: ours_bf16.embed_documents(texts),
         "fits: SentenceTransformer.encode": lambda: st.encode(fits, batch_size=PEER_BATCH),
         "fits: ours in-process (TextEmbedder)": lambda: ours.embed_documents(fits),
     }
     times: dict[str, list[float]] = {name: [] for name in in_process}
     runs: list[dict[str, Any]] = []
+    bf16_runs: list[dict[str, Any]] = []
+    fits_runs: list[dict[str, Any]] = []
     ray_start = None
     # Rounds alternate in-process peers and a pipeline run, so slow spells of a shared machine hit both.
     for rep in range(max(settings["reps"], settings["pipeline_reps"])):
@@ -412,7 +429,12 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
             if ray_start is None:
                 ray_start = start_ray()
             runs.append(pipeline_run(f"headline-{rep + 1}", input_path, workdir / f"out-doc-{rep}", headline))
+            bf16_runs.append(pipeline_run(f"bfloat16-{rep + 1}", input_path, workdir / f"out-bf16-{rep}",
+                                          {**headline, "precision": "bfloat16"}))
+            fits_runs.append(pipeline_run(f"fits-{rep + 1}", fits_input, workdir / f"out-fits-{rep}", headline))
     best_run = max(runs, key=lambda r: r["steady_docs_per_s"] or 0.0)
+    best_bf16 = max(bf16_runs, key=lambda r: r["steady_docs_per_s"] or 0.0)
+    best_fits = max(fits_runs, key=lambda r: r["steady_docs_per_s"] or 0.0)
 
     # How many WordPieces each side embeds: SentenceTransformer truncates at max_seq_length.
     pieces = _piece_counts(ours, texts, st)
@@ -426,6 +448,12 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
                    f"(Ray init {ray_start:.1f} s before it); {best_run['overall_docs_per_s']:.1f} docs/s overall incl. start-up; "
                    f"{pipe_rate / reference * piece_ratio:.2f}x in WordPieces/s",
                    {"runs": runs}))
+    bf16_rate = best_bf16["steady_docs_per_s"]
+    report.add(Row("doc", "corpus-embed run, precision bfloat16", bf16_rate, "docs/s", bf16_rate / reference,
+                   f"--set resources.precision=bfloat16 (CPU autocast; this CPU has native bf16: {cpu_has_native_bf16()}); "
+                   f"{bf16_rate / best['SentenceTransformer.encode, bf16 autocast']:.2f}x SentenceTransformer under the same "
+                   f"autocast; {bf16_rate / reference * piece_ratio:.2f}x in WordPieces/s; first commit "
+                   f"{best_bf16['seconds_to_first_commit']:.1f} s", {"runs": bf16_runs}))
     notes = {
         "SentenceTransformer.encode": f"batch {PEER_BATCH}, length-sorted, truncates at {st.max_seq_length} pieces "
                                       f"({pieces['st_truncated_docs']} of {len(texts)} docs cut)",
@@ -435,16 +463,25 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
                                           f"{best['ours in-process (TextEmbedder)'] / reference * piece_ratio:.2f}x in WordPieces/s",
         "fits: SentenceTransformer.encode": f"only the {len(fits)} docs of <= {st.max_seq_length} pieces (nothing truncated, "
                                             "one window): the reference of the next row",
-        "fits: ours in-process (TextEmbedder)": "same docs: equal work on both sides; ratio vs the row above",
+        "fits: ours in-process (TextEmbedder)": "same docs, no I/O: equal work on both sides; ratio vs the fits: reference",
+        "SentenceTransformer.encode, bf16 autocast": "the peer with the same CPU bf16 lever (torch.autocast around encode)",
+        "ours in-process, precision bfloat16": "TextEmbedder(precision='bfloat16'), no I/O",
     }
+    fits_reference = best["fits: SentenceTransformer.encode"]
     for name in in_process:
-        base = {"fits: ours in-process (TextEmbedder)": best["fits: SentenceTransformer.encode"],
+        base = {"fits: ours in-process (TextEmbedder)": fits_reference,
                 "fits: SentenceTransformer.encode": None}.get(name, reference)
         report.add(Row("doc", name, best[name], "docs/s", best[name] / base if base else None, notes[name],
                        {"seconds": times[name]}))
+        if name == "fits: SentenceTransformer.encode":
+            fits_rate = best_fits["steady_docs_per_s"]
+            report.add(Row("doc", "fits: corpus-embed run (steady state)", fits_rate, "docs/s", fits_rate / fits_reference,
+                           "end to end on the same docs written as shards: equal work on both sides; ratio vs the fits: reference",
+                           {"runs": fits_runs}))
     report.data["doc"] = {
         "docs": len(texts), "docs_within_st_window": len(fits), "pieces": pieces, "piece_ratio_ours_vs_st": piece_ratio,
         "in_process_seconds": times, "pipeline_runs": runs,
+        "bfloat16_runs": bf16_runs, "fits_runs": fits_runs,
         "ray_start_seconds": ray_start, "headline_resources": headline, "torch_threads_in_process": torch.get_num_threads(),
         "pieces_per_s": {
             "corpus-embed run (steady state)": pipe_rate * pieces["ours_window_pieces"] / len(texts),
@@ -464,7 +501,37 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
         "sample": len(ids), "max_abs_diff": max_abs_diff(got, list(expected)), **TRANSFORMER_TOL,
         "equal_within_tolerance": all_close(got, list(expected), **TRANSFORMER_TOL),
     }
+    # bfloat16: how far its document vectors are from float32's (the run's and in-process).
+    exact = np.stack(list(expected))
+    low = np.stack(pipeline_vectors(workdir / f"out-bf16-{bf16_runs.index(best_bf16)}", ids))
+    low_in_process, _ = ours_bf16.embed_documents(texts)
+    exact_all, _ = ours.embed_documents(texts)
+    report.data.setdefault("precision", {})["document vectors: bf16 run vs float32 run"] = {
+        "items": len(ids), **deviation(exact, low)}
+    report.data["precision"]["document vectors: bf16 vs float32, in-process"] = {
+        "items": len(texts), **deviation(exact_all, low_in_process),
+        "same_nearest_neighbour": same_nearest_neighbour(exact_all, low_in_process)}
     report.data["_doc_objects"] = {"input_path": input_path, "ours": ours}
+
+
+def deviation(exact: np.ndarray, low: np.ndarray) -> dict[str, float]:
+    """How far reduced-precision vectors are from the exact ones: cosine similarity and absolute error."""
+    exact, low = exact.reshape(len(exact), -1).astype(np.float64), low.reshape(len(low), -1).astype(np.float64)
+    norms = np.linalg.norm(exact, axis=1) * np.linalg.norm(low, axis=1)
+    cosine = (exact * low).sum(axis=1) / np.where(norms > 0, norms, 1.0)
+    return {"min_cosine": float(cosine.min()), "mean_cosine": float(cosine.mean()),
+            "max_abs_diff": float(np.abs(exact - low).max())}
+
+
+def same_nearest_neighbour(exact: np.ndarray, low: np.ndarray) -> float:
+    """Share of documents whose nearest other document (cosine) is the same under both precisions."""
+    def neighbours(matrix: np.ndarray) -> np.ndarray:
+        unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        scores = unit @ unit.T
+        np.fill_diagonal(scores, -np.inf)
+        return scores.argmax(axis=1)
+
+    return float((neighbours(exact) == neighbours(low)).mean())
 
 
 def _piece_counts(ours: Any, texts: list[str], st: Any) -> dict[str, int]:
@@ -487,7 +554,13 @@ def _piece_counts(ours: Any, texts: list[str], st: Any) -> dict[str, int]:
 
 def headline_resources(settings: dict[str, Any]) -> dict[str, Any]:
     """The defaults a user gets (1 actor, cpus_per_actor 1), with smaller actor batches so that a
-    bench-sized corpus makes several of them (the steady state is measured after the first)."""
+    bench-sized corpus makes several of them (the steady state is measured after the first).
+
+    ``batch_rows`` is a multiple of the shard size (50 docs full, 40 quick), as the default 512 is
+    of a full read block: Ray Data cuts actor batches inside what the reads hand it, so 96 rows
+    over 50-row shards made every other call a remainder of a few rows (measured: calls of 96
+    and 6 rows in turn, the small ones at half the docs/s).
+    """
     return {"actors": 1, "cpus_per_actor": 1.0, "batch_rows": settings["batch_rows"]}
 
 
@@ -547,9 +620,13 @@ def token_section(report: Report, settings: dict[str, Any], sentences: list[list
 
     path = model_path()
     ours = TransformerWordEmbeddings(path, layers="-1,-2,-3,-4", subtoken_pooling="first")
-    ours.embed(sentences[:8])
+    ours_bf16 = TransformerWordEmbeddings(path, layers="-1,-2,-3,-4", subtoken_pooling="first", precision="bfloat16")
+    ours.embed(sentences[:8]), ours_bf16.embed(sentences[:8])
     times = interleaved({"ours": lambda: ours.embed(sentences)}, settings["reps"])["ours"]
+    bf16_times = interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, settings["reps"])["bf16"]
+    forward_seconds, hooked_seconds = forward_time(ours.model, lambda: ours.embed(sentences))
     rate = len(sentences) / min(times)
+    bf16_rate = len(sentences) / min(bf16_times)
     words = sum(len(s) for s in sentences)
     detail: dict[str, Any] = {"sentences": len(sentences), "words": words, "ours_seconds": times,
                               "settings": {"layers": "-1,-2,-3,-4", "subtoken_pooling": "first", "layer_mean": True}}
@@ -564,20 +641,34 @@ def token_section(report: Report, settings: dict[str, Any], sentences: list[list
     log("flair TransformerWordEmbeddings (peer venv)")
     result = run_peer(peer, {"task": "transformer", "threads": _threads(), "sentences": str(sentences_file), "model": path,
                              "layers": "-1,-2,-3,-4", "subtoken_pooling": "first", "layer_mean": True,
-                             "batch_size": PEER_BATCH, "orders": ["sorted", "corpus"], "reps": settings["peer_reps"],
-                             "sample": settings["sample"], "vectors_out": str(vectors_out)}, workdir)
+                             "batch_size": PEER_BATCH, "orders": ["sorted", "corpus", "sorted+bfloat16"],
+                             "reps": settings["peer_reps"], "sample": settings["sample"], "vectors_out": str(vectors_out)},
+                      workdir)
     # A second round of ours after the peer, so a slow spell during either side shows up in both.
     times += interleaved({"ours": lambda: ours.embed(sentences)}, 1)["ours"]
+    bf16_times += interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, 1)["bf16"]
     rate = len(sentences) / min(times)
+    bf16_rate = len(sentences) / min(bf16_times)
     flair_sorted = len(sentences) / min(result["seconds"]["sorted"])
     flair_corpus = len(sentences) / min(result["seconds"]["corpus"])
+    flair_bf16 = len(sentences) / min(result["seconds"]["sorted+bfloat16"])
     report.add(Row("token", "ours TransformerWordEmbeddings", rate, "sentences/s", rate / flair_sorted,
                    f"one embed() call (length-sorted batches, max_batch_tokens={ours.max_batch_tokens}); "
                    f"{rate / flair_corpus:.2f}x flair in corpus order"))
+    report.add(Row("token", "ours, encoder forward alone (the float32 floor)", len(sentences) / forward_seconds,
+                   "sentences/s", len(sentences) / forward_seconds / flair_sorted,
+                   f"forward is {100 * forward_seconds / hooked_seconds:.0f}% of our time: no float32 implementation of these "
+                   "batches can pass this ratio"))
+    report.add(Row("token", "ours, precision bfloat16", bf16_rate, "sentences/s", bf16_rate / flair_sorted,
+                   f"CPU autocast; {bf16_rate / flair_bf16:.2f}x flair under the same autocast"))
     report.add(Row("token", "flair, batches of 32, length-sorted", flair_sorted, "sentences/s", 1.0,
                    "as flair's predict() orders them (the stronger peer)"))
     report.add(Row("token", "flair, batches of 32, corpus order", flair_corpus, "sentences/s", flair_corpus / flair_sorted,
                    "a plain embed() loop over the corpus"))
+    report.add(Row("token", "flair, length-sorted, bf16 autocast", flair_bf16, "sentences/s", flair_bf16 / flair_sorted,
+                   "the peer with the same CPU bf16 lever (torch.autocast around embed)"))
+    report.data.setdefault("precision", {})["token vectors: bfloat16 vs float32"] = {
+        "items": len(sentences), **deviation(torch_cat(ours.embed(sentences)), torch_cat(ours_bf16.embed(sentences)))}
     ours_rate_vs_corpus = rate / flair_corpus
     reference = np.load(vectors_out)
     sample = min(settings["sample"], len(sentences))
@@ -587,8 +678,30 @@ def token_section(report: Report, settings: dict[str, Any], sentences: list[list
         "sample": sample, "max_abs_diff": max_abs_diff(got, expected), **TRANSFORMER_TOL,
         "equal_within_tolerance": all_close(got, expected, **TRANSFORMER_TOL)}
     report.data["machine"]["versions"]["peers"] = result.get("versions")
-    report.data["token"] = {**detail, "ours_seconds": times, "flair": result, "ratio_vs_flair_sorted": rate / flair_sorted,
+    report.data["token"] = {**detail, "ours_seconds": times, "ours_bfloat16_seconds": bf16_times,
+                            "forward_seconds": forward_seconds, "seconds_with_forward_hooks": hooked_seconds,
+                            "flair": result, "ratio_vs_flair_sorted": rate / flair_sorted,
                             "ratio_vs_flair_corpus_order": ours_rate_vs_corpus}
+
+
+def forward_time(module: Any, fn: Callable[[], Any]) -> tuple[float, float]:
+    """(seconds inside ``module``'s forward calls, seconds of the whole ``fn()``) for one call of ``fn``."""
+    spent: list[float] = []
+    started: list[float] = []
+    hooks = [module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
+             module.register_forward_hook(lambda *_: spent.append(time.perf_counter() - started.pop()))]
+    try:
+        begin = time.perf_counter()
+        fn()
+        total = time.perf_counter() - begin
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(spent), total
+
+
+def torch_cat(vectors: list[Any]) -> np.ndarray:
+    return np.concatenate([v.numpy() for v in vectors])
 
 
 def _threads() -> int:
@@ -612,27 +725,44 @@ def charlm_section(report: Report, settings: dict[str, Any], sentences: list[lis
     log("making a hidden-2048 char LM with flair (peer venv)")
     made = run_peer(peer, {"task": "make_lm", "characters": characters, "path": str(lm_path), "seed": 0, **CHARLM}, workdir)
     ours = FlairEmbeddings(str(lm_path))
-    ours.embed(sentences[:8])
+    ours_bf16 = FlairEmbeddings(str(lm_path), precision="bfloat16")
+    ours.embed(sentences[:8]), ours_bf16.embed(sentences[:8])
     times = interleaved({"ours": lambda: ours.embed(sentences)}, 1)["ours"]
+    bf16_times = interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, 1)["bf16"]
+    forward_seconds, hooked_seconds = forward_time(ours.lm.rnn, lambda: ours.embed(sentences))
     sentences_file = workdir / "charlm-sentences.json"
     sentences_file.write_text(json.dumps(sentences))
     vectors_out = workdir / "flair-charlm-vectors.npz"
     log("flair FlairEmbeddings (peer venv)")
     result = run_peer(peer, {"task": "charlm", "threads": _threads(), "sentences": str(sentences_file), "model": str(lm_path),
-                             "batch_size": PEER_BATCH, "orders": ["sorted", "corpus"], "reps": settings["charlm_peer_reps"],
-                             "sample": settings["sample"], "vectors_out": str(vectors_out)}, workdir)
+                             "batch_size": PEER_BATCH, "orders": ["sorted", "corpus", "sorted+bfloat16"],
+                             "reps": settings["charlm_peer_reps"], "sample": settings["sample"],
+                             "vectors_out": str(vectors_out)}, workdir)
     times += interleaved({"ours": lambda: ours.embed(sentences)}, 1)["ours"]
+    bf16_times += interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, 1)["bf16"]
     rate = len(sentences) / min(times)
+    bf16_rate = len(sentences) / min(bf16_times)
     flair_sorted = len(sentences) / min(result["seconds"]["sorted"])
     flair_corpus = len(sentences) / min(result["seconds"]["corpus"])
+    flair_bf16 = len(sentences) / min(result["seconds"]["sorted+bfloat16"])
     chars = sum(len(" ".join(s)) + 2 for s in sentences)
     report.add(Row("charlm", "ours FlairEmbeddings", rate, "sentences/s", rate / flair_sorted,
                    f"one embed() call (max_batch_chars={ours.max_batch_chars}); {chars / min(times):,.0f} chars/s; "
                    f"{rate / flair_corpus:.2f}x flair in corpus order"))
+    report.add(Row("charlm", "ours, LSTM alone (the float32 floor)", len(sentences) / forward_seconds, "sentences/s",
+                   len(sentences) / forward_seconds / flair_sorted,
+                   f"the LSTM is {100 * forward_seconds / hooked_seconds:.0f}% of our time: no float32 implementation of these batches can "
+                   "pass this ratio"))
+    report.add(Row("charlm", "ours, precision bfloat16", bf16_rate, "sentences/s", bf16_rate / flair_sorted,
+                   f"CPU autocast; {chars / min(bf16_times):,.0f} chars/s; {bf16_rate / flair_bf16:.2f}x flair under the same autocast"))
     report.add(Row("charlm", "flair, batches of 32, length-sorted", flair_sorted, "sentences/s", 1.0,
                    f"the stronger peer; {chars * flair_sorted / len(sentences):,.0f} chars/s"))
     report.add(Row("charlm", "flair, batches of 32, corpus order", flair_corpus, "sentences/s", flair_corpus / flair_sorted,
                    "a plain embed() loop"))
+    report.add(Row("charlm", "flair, length-sorted, bf16 autocast", flair_bf16, "sentences/s", flair_bf16 / flair_sorted,
+                   "the peer with the same CPU bf16 lever"))
+    report.data.setdefault("precision", {})["char-LM vectors: bfloat16 vs float32"] = {
+        "items": len(sentences), **deviation(torch_cat(ours.embed(sentences)), torch_cat(ours_bf16.embed(sentences)))}
     reference = np.load(vectors_out)
     sample = min(settings["sample"], len(sentences))
     expected = [reference[f"s{i}"] for i in range(sample)]
@@ -642,7 +772,9 @@ def charlm_section(report: Report, settings: dict[str, Any], sentences: list[lis
         "equal_within_tolerance": all_close(got, expected, **FLAIR_TOL)}
     report.data["machine"]["versions"]["peers"] = result.get("versions")
     report.data["charlm"] = {"sentences": len(sentences), "characters": chars, "lm": {**CHARLM, **made},
-                             "ours_seconds": times, "flair": result, "ratio_vs_flair_sorted": rate / flair_sorted,
+                             "ours_seconds": times, "ours_bfloat16_seconds": bf16_times, "forward_seconds": forward_seconds,
+                             "seconds_with_forward_hooks": hooked_seconds,
+                             "flair": result, "ratio_vs_flair_sorted": rate / flair_sorted,
                              "ratio_vs_flair_corpus_order": rate / flair_corpus}
 
 
@@ -804,6 +936,15 @@ def table_text(report: Report) -> str:
             verdict = "equal" if check["equal_within_tolerance"] else "DIFFERENT"
             lines.append(f"  {name:<{width}}{verdict}: max |diff| {check['max_abs_diff']:.2e} over {check['sample']} items "
                          f"(atol {check['atol']:g}, rtol {check['rtol']:g})")
+    precision = report.data.get("precision", {})
+    if precision:
+        lines.append("")
+        lines.append("Precision: bfloat16 against float32 vectors of the same stack (cosine per vector)")
+        for name, check in precision.items():
+            neighbour = (f"; same nearest neighbour for {100 * check['same_nearest_neighbour']:.1f}% of docs"
+                         if "same_nearest_neighbour" in check else "")
+            lines.append(f"  {name:<{width}}min cosine {check['min_cosine']:.5f}, mean {check['mean_cosine']:.6f}, "
+                         f"max |diff| {check['max_abs_diff']:.2e} over {check['items']} items{neighbour}")
     profile = report.data.get("profile")
     if profile:
         lines.append("")

@@ -47,7 +47,7 @@ def _embed(args: argparse.Namespace) -> int:
     else:
         config = parse_config({"input": {"path": "-"}, "output": {"path": "-"}}, args.set)
     assert isinstance(config, JobConfig)
-    embedder = TextEmbedder(config.stack_spec(), config.pooling)
+    embedder = TextEmbedder(config.stack_spec(), config.pooling, precision=config.resources.precision)
     result = embedder.embed_sentences([args.text], keep_tokens=True)[0]
     print(f"stack {embedder.fingerprint()}: token dim {embedder.token_dim}, {config.pooling}-pooled dim {embedder.dim}")
     for sentence, tokens, vectors in zip(result.sentences, result.tokens, result.vectors):

@@ -257,6 +257,7 @@ def _write_run_record(ledger: Ledger, config: JobConfig, summary: RunSummary, un
         "reject_ratio": summary.reject_ratio,
         "input": config.input.path,
         "granularity": config.output.granularity,
+        "precision": config.resources.precision,
         "planned_units": sorted(unit.key for unit in units),
         "pending_units": sorted(unit.key for unit in units if unit.key not in committed_now),
         "finished_at": time.time(),

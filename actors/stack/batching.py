@@ -37,20 +37,24 @@ def budget_batches(lengths: Sequence[int], max_tokens: int, max_items: int | Non
         yield batch
 
 
-def total_budget_batches(lengths: Sequence[int], max_total: int) -> Iterator[list[int]]:
+def total_budget_batches(lengths: Sequence[int], max_total: int,
+                         max_padding: float | None = None) -> Iterator[list[int]]:
     """Yield lists of indexes into ``lengths``, longest first, each batch's total length within ``max_total``.
 
-    For models that skip padding (packed sequences), where only the real items cost.
+    For models that skip padding (packed sequences), where only the real items cost; or, with
+    ``max_padding``, for a recurrence whose steps cost about the same for 1 or 100 columns (a
+    memory-bound bf16 LSTM), where wide batches matter more than padding does.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batch: list[int] = []
-    total = 0
+    total = longest = 0
     for index in order:
         length = max(1, lengths[index])
-        if batch and total + length > max_total:
+        if batch and (total + length > max_total or (max_padding is not None and length < (1.0 - max_padding) * longest)):
             yield batch
-            batch, total = [], 0
+            batch, total, longest = [], 0, 0
         batch.append(index)
         total += length
+        longest = max(longest, length)
     if batch:
         yield batch

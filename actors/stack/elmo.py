@@ -82,6 +82,7 @@ class ELMoEmbeddings(TokenEmbeddings):
     from exact. So ``auto`` runs the recurrence in float64 on CPU (the char CNN stays float32), which
     makes the vectors batch-invariant and as close to AllenNLP's as its float32 allows, at roughly
     2-3x the LSTM time; on GPU ``auto`` is bf16/fp16 autocast with float32 states, for speed.
+    An explicit ``bfloat16`` / ``float16`` autocasts on CPU too (float32 states).
     ``float32`` is plain float32 everywhere (AllenNLP's own arithmetic, faster on CPU).
 
     ``fine_tune=True`` lets the network's weights (char CNN, highway, projection, LSTMs) train

@@ -40,13 +40,12 @@ from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings, evaluating, ordinary
 from actors.stack.batching import budget_batches
-from actors.stack.device import autocast, pick_device
+from actors.stack.device import PRECISIONS, autocast, pick_device
 from actors.stack.registry import model_file_list, resolve_transformer
 from actors.stack.scalar_mix import ScalarMix
 
 POOLINGS = ("first", "last", "first_last", "mean")
 COMBINES = ("mean", "sum", "concat", "scalar_mix")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 # Tokenizers that do not know their window report a huge sentinel; beyond this we ask the config.
 _UNSET_MAX_LENGTH = 1_000_000
@@ -210,7 +209,9 @@ class TransformerWordEmbeddings(TokenEmbeddings):
 
     ``allow_long_sentences=False`` does what Flair does: a sentence is cut to one window and the
     words past it get zero vectors. ``max_batch_tokens`` bounds padded pieces per forward pass and
-    never changes the output. ``precision`` picks the CUDA autocast dtype (CPU is always float32).
+    never changes the output. ``precision`` (``auto`` | ``float32`` | ``bfloat16`` | ``float16``) picks
+    the autocast dtype: ``auto`` is bf16/fp16 on CUDA and exact float32 on CPU; an explicit
+    ``bfloat16`` autocasts on CPU as well (fast on CPUs with AMX, see ``device.autocast_dtype``).
 
     ``embed_cls`` gives one vector per sentence, the encoder's state at the ``[CLS]`` position of
     the sentence's first window, with the chosen layers combined as for the words; its width is
