@@ -99,39 +99,35 @@ def make_lm(job: dict) -> dict:
     return {"path": job["path"], "seconds": time.perf_counter() - started, "dictionary_size": len(dictionary)}
 
 
-def transformer(job: dict) -> dict:
+def _embedding_task(job: dict, make_embedding) -> dict:
+    """Load the embedding ``make_embedding()`` builds (timed apart), time it on the job's sentences, save a sample."""
     import torch
-    from flair.embeddings import TransformerWordEmbeddings
 
     torch.set_num_threads(job["threads"])
     token_lists = _sentences(job["sentences"])
     started = time.perf_counter()
-    embedding = TransformerWordEmbeddings(job["model"], layers=job["layers"], subtoken_pooling=job["subtoken_pooling"],
-                                          layer_mean=job.get("layer_mean", True), fine_tune=False,
-                                          allow_long_sentences=True)
+    embedding = make_embedding()
     embedding.eval()
     load = time.perf_counter() - started
     times, vectors = _timed_runs(embedding, token_lists, job)
     _save_sample(job.get("vectors_out"), vectors, job.get("sample", 0))
     return {"load_seconds": load, "seconds": times, "sentences": len(token_lists),
             "tokens": sum(len(t) for t in token_lists), "embedding_length": embedding.embedding_length}
+
+
+def transformer(job: dict) -> dict:
+    from flair.embeddings import TransformerWordEmbeddings
+
+    return _embedding_task(job, lambda: TransformerWordEmbeddings(
+        job["model"], layers=job["layers"], subtoken_pooling=job["subtoken_pooling"],
+        layer_mean=job.get("layer_mean", True), fine_tune=False, allow_long_sentences=True))
 
 
 def charlm(job: dict) -> dict:
-    import torch
     from flair.embeddings import FlairEmbeddings
 
-    torch.set_num_threads(job["threads"])
-    token_lists = _sentences(job["sentences"])
-    started = time.perf_counter()
-    embedding = FlairEmbeddings(job["model"], chars_per_chunk=job.get("chars_per_chunk", 512),
-                                with_whitespace=job.get("with_whitespace", True))
-    embedding.eval()
-    load = time.perf_counter() - started
-    times, vectors = _timed_runs(embedding, token_lists, job)
-    _save_sample(job.get("vectors_out"), vectors, job.get("sample", 0))
-    return {"load_seconds": load, "seconds": times, "sentences": len(token_lists),
-            "tokens": sum(len(t) for t in token_lists), "embedding_length": embedding.embedding_length}
+    return _embedding_task(job, lambda: FlairEmbeddings(
+        job["model"], chars_per_chunk=job.get("chars_per_chunk", 512), with_whitespace=job.get("with_whitespace", True)))
 
 
 def versions() -> dict:

@@ -624,9 +624,8 @@ def token_section(report: Report, settings: dict[str, Any], sentences: list[list
     ours.embed(sentences[:8]), ours_bf16.embed(sentences[:8])
     times = interleaved({"ours": lambda: ours.embed(sentences)}, settings["reps"])["ours"]
     bf16_times = interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, settings["reps"])["bf16"]
-    forward_seconds, hooked_seconds = forward_time(ours.model, lambda: ours.embed(sentences))
+    forward_seconds, hooked_seconds, exact = forward_time(ours.model, lambda: ours.embed(sentences))
     rate = len(sentences) / min(times)
-    bf16_rate = len(sentences) / min(bf16_times)
     words = sum(len(s) for s in sentences)
     detail: dict[str, Any] = {"sentences": len(sentences), "words": words, "ours_seconds": times,
                               "settings": {"layers": "-1,-2,-3,-4", "subtoken_pooling": "first", "layer_mean": True}}
@@ -647,11 +646,9 @@ def token_section(report: Report, settings: dict[str, Any], sentences: list[list
     # A second round of ours after the peer, so a slow spell during either side shows up in both.
     times += interleaved({"ours": lambda: ours.embed(sentences)}, 1)["ours"]
     bf16_times += interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, 1)["bf16"]
-    rate = len(sentences) / min(times)
-    bf16_rate = len(sentences) / min(bf16_times)
-    flair_sorted = len(sentences) / min(result["seconds"]["sorted"])
-    flair_corpus = len(sentences) / min(result["seconds"]["corpus"])
-    flair_bf16 = len(sentences) / min(result["seconds"]["sorted+bfloat16"])
+    rates = flair_rates(len(sentences), times, bf16_times, result)
+    rate, bf16_rate = rates.ours, rates.bf16
+    flair_sorted, flair_corpus, flair_bf16 = rates.flair_sorted, rates.flair_corpus, rates.flair_bf16
     report.add(Row("token", "ours TransformerWordEmbeddings", rate, "sentences/s", rate / flair_sorted,
                    f"one embed() call (length-sorted batches, max_batch_tokens={ours.max_batch_tokens}); "
                    f"{rate / flair_corpus:.2f}x flair in corpus order"))
@@ -667,37 +664,60 @@ def token_section(report: Report, settings: dict[str, Any], sentences: list[list
                    "a plain embed() loop over the corpus"))
     report.add(Row("token", "flair, length-sorted, bf16 autocast", flair_bf16, "sentences/s", flair_bf16 / flair_sorted,
                    "the peer with the same CPU bf16 lever (torch.autocast around embed)"))
-    report.data.setdefault("precision", {})["token vectors: bfloat16 vs float32"] = {
-        "items": len(sentences), **deviation(torch_cat(ours.embed(sentences)), torch_cat(ours_bf16.embed(sentences)))}
-    ours_rate_vs_corpus = rate / flair_corpus
-    reference = np.load(vectors_out)
-    sample = min(settings["sample"], len(sentences))
-    expected = [reference[f"s{i}"] for i in range(sample)]
-    got = [v.numpy() for v in ours.embed(sentences[:sample])]
-    report.data.setdefault("equality", {})["token vectors: ours vs flair"] = {
-        "sample": sample, "max_abs_diff": max_abs_diff(got, expected), **TRANSFORMER_TOL,
-        "equal_within_tolerance": all_close(got, expected, **TRANSFORMER_TOL)}
+    check_vectors(report, "token vectors", exact, ours_bf16.embed(sentences), vectors_out, settings["sample"],
+                  TRANSFORMER_TOL)
     report.data["machine"]["versions"]["peers"] = result.get("versions")
     report.data["token"] = {**detail, "ours_seconds": times, "ours_bfloat16_seconds": bf16_times,
                             "forward_seconds": forward_seconds, "seconds_with_forward_hooks": hooked_seconds,
                             "flair": result, "ratio_vs_flair_sorted": rate / flair_sorted,
-                            "ratio_vs_flair_corpus_order": ours_rate_vs_corpus}
+                            "ratio_vs_flair_corpus_order": rate / flair_corpus}
 
 
-def forward_time(module: Any, fn: Callable[[], Any]) -> tuple[float, float]:
-    """(seconds inside ``module``'s forward calls, seconds of the whole ``fn()``) for one call of ``fn``."""
+def forward_time(module: Any, fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(seconds inside ``module``'s forward calls, seconds of the whole ``fn()``, its result) for one call."""
     spent: list[float] = []
     started: list[float] = []
     hooks = [module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
              module.register_forward_hook(lambda *_: spent.append(time.perf_counter() - started.pop()))]
     try:
         begin = time.perf_counter()
-        fn()
+        result = fn()
         total = time.perf_counter() - begin
     finally:
         for hook in hooks:
             hook.remove()
-    return sum(spent), total
+    return sum(spent), total, result
+
+
+@dataclass
+class FlairRates:
+    """One flair section's rates (sentences/s): ours in float32 and bf16, flair's three orders."""
+
+    ours: float
+    bf16: float
+    flair_sorted: float
+    flair_corpus: float
+    flair_bf16: float
+
+
+def flair_rates(sentences: int, times: list[float], bf16_times: list[float], peer: dict[str, Any]) -> FlairRates:
+    best = {order: sentences / min(seconds) for order, seconds in peer["seconds"].items()}
+    return FlairRates(sentences / min(times), sentences / min(bf16_times), best["sorted"], best["corpus"],
+                      best["sorted+bfloat16"])
+
+
+def check_vectors(report: Report, label: str, exact: list[Any], low: list[Any], flair_npz: Path, sample: int,
+                  tolerance: dict[str, float]) -> None:
+    """Our float32 vectors against flair's saved sample (equality) and against our bf16 ones (deviation)."""
+    reference = np.load(flair_npz)
+    sample = min(sample, len(exact))
+    expected = [reference[f"s{i}"] for i in range(sample)]
+    got = [vector.numpy() for vector in exact[:sample]]
+    report.data.setdefault("equality", {})[f"{label}: ours vs flair"] = {
+        "sample": sample, "max_abs_diff": max_abs_diff(got, expected), **tolerance,
+        "equal_within_tolerance": all_close(got, expected, **tolerance)}
+    report.data.setdefault("precision", {})[f"{label}: bfloat16 vs float32"] = {
+        "items": len(exact), **deviation(torch_cat(exact), torch_cat(low))}
 
 
 def torch_cat(vectors: list[Any]) -> np.ndarray:
@@ -729,7 +749,7 @@ def charlm_section(report: Report, settings: dict[str, Any], sentences: list[lis
     ours.embed(sentences[:8]), ours_bf16.embed(sentences[:8])
     times = interleaved({"ours": lambda: ours.embed(sentences)}, 1)["ours"]
     bf16_times = interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, 1)["bf16"]
-    forward_seconds, hooked_seconds = forward_time(ours.lm.rnn, lambda: ours.embed(sentences))
+    forward_seconds, hooked_seconds, exact = forward_time(ours.lm.rnn, lambda: ours.embed(sentences))
     sentences_file = workdir / "charlm-sentences.json"
     sentences_file.write_text(json.dumps(sentences))
     vectors_out = workdir / "flair-charlm-vectors.npz"
@@ -740,11 +760,9 @@ def charlm_section(report: Report, settings: dict[str, Any], sentences: list[lis
                              "vectors_out": str(vectors_out)}, workdir)
     times += interleaved({"ours": lambda: ours.embed(sentences)}, 1)["ours"]
     bf16_times += interleaved({"bf16": lambda: ours_bf16.embed(sentences)}, 1)["bf16"]
-    rate = len(sentences) / min(times)
-    bf16_rate = len(sentences) / min(bf16_times)
-    flair_sorted = len(sentences) / min(result["seconds"]["sorted"])
-    flair_corpus = len(sentences) / min(result["seconds"]["corpus"])
-    flair_bf16 = len(sentences) / min(result["seconds"]["sorted+bfloat16"])
+    rates = flair_rates(len(sentences), times, bf16_times, result)
+    rate, bf16_rate = rates.ours, rates.bf16
+    flair_sorted, flair_corpus, flair_bf16 = rates.flair_sorted, rates.flair_corpus, rates.flair_bf16
     chars = sum(len(" ".join(s)) + 2 for s in sentences)
     report.add(Row("charlm", "ours FlairEmbeddings", rate, "sentences/s", rate / flair_sorted,
                    f"one embed() call (max_batch_chars={ours.max_batch_chars}); {chars / min(times):,.0f} chars/s; "
@@ -761,15 +779,7 @@ def charlm_section(report: Report, settings: dict[str, Any], sentences: list[lis
                    "a plain embed() loop"))
     report.add(Row("charlm", "flair, length-sorted, bf16 autocast", flair_bf16, "sentences/s", flair_bf16 / flair_sorted,
                    "the peer with the same CPU bf16 lever"))
-    report.data.setdefault("precision", {})["char-LM vectors: bfloat16 vs float32"] = {
-        "items": len(sentences), **deviation(torch_cat(ours.embed(sentences)), torch_cat(ours_bf16.embed(sentences)))}
-    reference = np.load(vectors_out)
-    sample = min(settings["sample"], len(sentences))
-    expected = [reference[f"s{i}"] for i in range(sample)]
-    got = [v.numpy() for v in ours.embed(sentences[:sample])]
-    report.data.setdefault("equality", {})["char-LM vectors: ours vs flair"] = {
-        "sample": sample, "max_abs_diff": max_abs_diff(got, expected), **FLAIR_TOL,
-        "equal_within_tolerance": all_close(got, expected, **FLAIR_TOL)}
+    check_vectors(report, "char-LM vectors", exact, ours_bf16.embed(sentences), vectors_out, settings["sample"], FLAIR_TOL)
     report.data["machine"]["versions"]["peers"] = result.get("versions")
     report.data["charlm"] = {"sentences": len(sentences), "characters": chars, "lm": {**CHARLM, **made},
                              "ours_seconds": times, "ours_bfloat16_seconds": bf16_times, "forward_seconds": forward_seconds,

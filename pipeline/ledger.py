@@ -44,9 +44,13 @@ class Ledger:
         self.temp_dir = join(output_root, TEMP_DIR)
 
     def write_json(self, relative: str, data: dict[str, Any], indent: int | None = None) -> None:
-        """Write a JSON file under the output atomically (temp files live under ``_staging/``)."""
+        """Write a JSON file at ``relative`` under the output atomically."""
+        self._write_json_at(join(self.root, relative), data, indent)
+
+    def _write_json_at(self, path: str, data: dict[str, Any], indent: int | None = None) -> None:
+        """Write a JSON file at ``path`` atomically (temp files live under ``_staging/``)."""
         payload = json.dumps(data, sort_keys=True, indent=indent).encode()
-        write_bytes_atomic(self.fs, join(self.root, relative), payload, temp_dir=self.temp_dir)
+        write_bytes_atomic(self.fs, path, payload, temp_dir=self.temp_dir)
 
     def record_path(self, unit_key: str, source_fingerprint: str) -> str:
         return join(self.dir, unit_key, f"{source_fingerprint}.json")
@@ -70,7 +74,7 @@ class Ledger:
         """Write the unit's record, then drop its records under older fingerprints."""
         record = {**record, "unit": unit_key, "source_fingerprint": source_fingerprint, "committed_at": time.time()}
         path = self.record_path(unit_key, source_fingerprint)
-        self.write_json(path[len(self.root) + 1:], record)
+        self._write_json_at(path, record)
         for stale in self._records_of(unit_key):
             if stale != path:
                 self.fs.rm(stale)

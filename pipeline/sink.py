@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pipeline.config import StorageConfig
 from pipeline.layout import DATA_DIR, REJECTS_DIR, STAGING_DIR
 from pipeline.storage import filesystem, join, move, remove_tree, write_bytes_atomic
+
 INTERNAL_COLUMNS = ("unit", "seq", "row", "kind", "reject", "detail", "doc_end")
 
 RECORD_SCHEMA = pa.schema([

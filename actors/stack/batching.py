@@ -8,7 +8,7 @@ next item is that much shorter than the batch's longest.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 
 def budget_batches(lengths: Sequence[int], max_tokens: int, max_items: int | None = None,
@@ -20,21 +20,10 @@ def budget_batches(lengths: Sequence[int], max_tokens: int, max_items: int | Non
     the budget gets a batch of its own (the embedding handles it by windows or chunks); order
     inside the output is the caller's job (indexes say where each item goes).
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batch: list[int] = []
-    longest = 0
-    for index in order:
-        length = max(1, lengths[index])
-        if batch:
-            padded = max(longest, length) * (len(batch) + 1)
-            if (padded > max_tokens or (max_items is not None and len(batch) >= max_items)
-                    or (max_padding is not None and length < (1.0 - max_padding) * longest)):
-                yield batch
-                batch, longest = [], 0
-        batch.append(index)
-        longest = max(longest, length)
-    if batch:
-        yield batch
+    def full(count: int, longest: int, total: int, length: int) -> bool:
+        return max(longest, length) * (count + 1) > max_tokens or (max_items is not None and count >= max_items)
+
+    return _sorted_batches(lengths, full, max_padding)
 
 
 def total_budget_batches(lengths: Sequence[int], max_total: int,
@@ -45,12 +34,23 @@ def total_budget_batches(lengths: Sequence[int], max_total: int,
     ``max_padding``, for a recurrence whose steps cost about the same for 1 or 100 columns (a
     memory-bound bf16 LSTM), where wide batches matter more than padding does.
     """
+    def full(count: int, longest: int, total: int, length: int) -> bool:
+        return total + length > max_total
+
+    return _sorted_batches(lengths, full, max_padding)
+
+
+def _sorted_batches(lengths: Sequence[int], full: Callable[[int, int, int, int], bool],
+                    max_padding: float | None) -> Iterator[list[int]]:
+    """Longest first; a batch ends where ``full(count, longest, total, next_length)`` says so, or
+    where the next item is more than ``max_padding`` shorter than the batch's longest."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batch: list[int] = []
     total = longest = 0
     for index in order:
         length = max(1, lengths[index])
-        if batch and (total + length > max_total or (max_padding is not None and length < (1.0 - max_padding) * longest)):
+        if batch and (full(len(batch), longest, total, length)
+                      or (max_padding is not None and length < (1.0 - max_padding) * longest)):
             yield batch
             batch, total, longest = [], 0, 0
         batch.append(index)

@@ -14,10 +14,11 @@ the same numbers:
 
 Unlike Flair, many sentences share one LSTM call: they are sorted by length and cut into batches
 by a budget of total characters (``max_batch_chars``), and the LSTM runs on packed sequences:
-no step is spent on padding (under CPU autocast it runs padded, see ``_embed_batch``), and since each sentence's recurrence sees only its own characters,
-its vectors do not depend on its batch. ``chars_per_chunk`` runs the LSTM over slices of that many characters, carrying the
-state from slice to slice, and keeps only the rows that are read: it bounds memory and never
-changes the output.
+no step is spent on padding (under CPU autocast it runs padded, see ``_runs_padded``). Each
+sentence's recurrence sees only its own characters, so its vectors do not depend on its batch.
+``chars_per_chunk`` runs the LSTM over slices of that many characters, carrying the state from
+slice to slice, and keeps only the rows that are read: it bounds memory and never changes the
+output.
 """
 from __future__ import annotations
 
@@ -229,14 +230,14 @@ class FlairEmbeddings(TokenEmbeddings):
         todo = [i for i, sentence in enumerate(sentences) if len(sentence) > 0]
         lengths = [len(inputs[i].char_ids) for i in todo]
         device = self.device
+        padded = self._runs_padded(device)
         # Padded (CPU autocast): a bf16 step costs about 1.3 ms plus 0.03 ms a column on a
         # 2048-wide LSTM, so wide batches matter more than padding; cut where it would pass half.
-        padding = 0.5 if self._runs_padded(device) else None
-        batches = total_budget_batches(lengths, self.max_batch_chars, max_padding=padding)
+        batches = total_budget_batches(lengths, self.max_batch_chars, max_padding=0.5 if padded else None)
         with autocast(device, self.precision):
             for batch in batches:
                 indexes = [todo[j] for j in batch]
-                vectors = self._embed_batch([inputs[i] for i in indexes], device, out)
+                vectors = self._embed_batch([inputs[i] for i in indexes], device, out, padded)
                 for index, tensor in zip(indexes, vectors):
                     results[index] = tensor
         return results
@@ -249,9 +250,10 @@ class FlairEmbeddings(TokenEmbeddings):
         """
         return device.type == "cpu" and autocast_dtype(device, self.precision) is not None
 
-    def _embed_batch(self, batch: list[_LMInput], device: torch.device, out: torch.device) -> list[torch.Tensor]:
-        """Run the LM over a batch chunk by chunk, as packed sequences (no step is spent on padding;
-        padded under CPU autocast), keeping only the rows tokens read (returned on ``out``)."""
+    def _embed_batch(self, batch: list[_LMInput], device: torch.device, out: torch.device,
+                     padded: bool) -> list[torch.Tensor]:
+        """Run the LM over a batch chunk by chunk, as packed sequences (no step is spent on padding)
+        or ``padded``, keeping only the rows tokens read (returned on ``out``)."""
         order = sorted(range(len(batch)), key=lambda c: -len(batch[c].char_ids))
         items = [batch[c] for c in order]
         lengths = torch.tensor([len(item.char_ids) for item in items], dtype=torch.long)
@@ -267,7 +269,6 @@ class FlairEmbeddings(TokenEmbeddings):
         positions, columns = packed[ids.numel():].view(2, -1)
 
         rows = torch.empty(positions.numel(), self.embedding_length, dtype=torch.float32, device=device)
-        padded = self._runs_padded(device)
         if padded:
             # oneDNN's bf16 LSTM runs 3-5x slower per step on some batch widths (131, 218, 239
             # columns) and smoothly on multiples of 16: round up with columns nobody reads.
@@ -279,7 +280,6 @@ class FlairEmbeddings(TokenEmbeddings):
             active = int((lengths > start).sum())
             if padded:
                 active = min(ids.shape[1], -(-active // 16) * 16)
-            steps = lengths[:active].clamp(max=end) - start
             if hidden is not None:
                 hidden = tuple(h[:, :active] for h in hidden) if isinstance(hidden, tuple) else hidden[:, :active]
             wanted = (positions >= start) & (positions < end)
@@ -289,6 +289,7 @@ class FlairEmbeddings(TokenEmbeddings):
                 output, hidden = self.lm(ids[start:end, :active], hidden)
                 rows[wanted] = output[positions[wanted] - start, columns[wanted]].float()
                 continue
+            steps = lengths[:active].clamp(max=end) - start
             output, batch_sizes, hidden = self.lm.forward_packed(ids[start:end, :active], steps, hidden)
             offsets = torch.cat([batch_sizes.new_zeros(1), batch_sizes.cumsum(0)[:-1]]).to(device)
             rows[wanted] = output[offsets[positions[wanted] - start] + columns[wanted]].float()
