@@ -68,14 +68,20 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
-    """Wall seconds of each function, ``reps`` rounds, the functions interleaved within a round."""
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int,
+                results: dict[str, Any] | None = None) -> dict[str, list[float]]:
+    """Wall seconds of each function, ``reps`` rounds, the functions interleaved within a round.
+
+    ``results`` (optional) receives each function's last return value, for checks that need it.
+    """
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
             started = time.perf_counter()
-            fn()
+            value = fn()
             times[name].append(time.perf_counter() - started)
+            if results is not None:
+                results[name] = value
     return times
 
 
@@ -413,6 +419,7 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
         "fits: ours in-process (TextEmbedder)": lambda: ours.embed_documents(fits),
     }
     times: dict[str, list[float]] = {name: [] for name in in_process}
+    outputs: dict[str, Any] = {}
     runs: list[dict[str, Any]] = []
     bf16_runs: list[dict[str, Any]] = []
     fits_runs: list[dict[str, Any]] = []
@@ -423,7 +430,7 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
             log(f"in-process document round {rep + 1}")
             # The naive loop is 5-7x slower than the rest and far behind: one round is enough for it.
             fns = in_process if rep == 0 else {k: v for k, v in in_process.items() if k != "naive HF loop"}
-            for name, seconds in interleaved(fns, 1).items():
+            for name, seconds in interleaved(fns, 1, outputs).items():
                 times[name] += seconds
         if rep < settings["pipeline_reps"]:
             if ray_start is None:
@@ -495,19 +502,19 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
     rng = np.random.default_rng(0)
     sample = sorted(rng.choice(len(docs), size=min(settings["sample"] * 2, len(docs)), replace=False).tolist())
     ids = [docs[i]["id"] for i in sample]
-    expected, _ = ours.embed_documents([texts[i] for i in sample])
+    # The in-process vectors are those of the timed rounds' last calls.
+    exact_all, _ = outputs["ours in-process (TextEmbedder)"]
+    low_in_process, _ = outputs["ours in-process, precision bfloat16"]
+    expected = list(exact_all[sample])
     got = pipeline_vectors(workdir / f"out-doc-{runs.index(best_run)}", ids)
     report.data.setdefault("equality", {})["pipeline vs in-process TextEmbedder"] = {
-        "sample": len(ids), "max_abs_diff": max_abs_diff(got, list(expected)), **TRANSFORMER_TOL,
-        "equal_within_tolerance": all_close(got, list(expected), **TRANSFORMER_TOL),
+        "sample": len(ids), "max_abs_diff": max_abs_diff(got, expected), **TRANSFORMER_TOL,
+        "equal_within_tolerance": all_close(got, expected, **TRANSFORMER_TOL),
     }
-    # bfloat16: how far its document vectors are from float32's (the run's and in-process).
-    exact = np.stack(list(expected))
+    # bfloat16: how far its document vectors are from float32's (the runs' and in-process).
     low = np.stack(pipeline_vectors(workdir / f"out-bf16-{bf16_runs.index(best_bf16)}", ids))
-    low_in_process, _ = ours_bf16.embed_documents(texts)
-    exact_all, _ = ours.embed_documents(texts)
     report.data.setdefault("precision", {})["document vectors: bf16 run vs float32 run"] = {
-        "items": len(ids), **deviation(exact, low)}
+        "items": len(ids), **deviation(np.stack(got), low)}
     report.data["precision"]["document vectors: bf16 vs float32, in-process"] = {
         "items": len(texts), **deviation(exact_all, low_in_process),
         "same_nearest_neighbour": same_nearest_neighbour(exact_all, low_in_process)}
@@ -927,7 +934,8 @@ def table_text(report: Report) -> str:
         "bytes": "   Output size",
     }
     lines = []
-    width = max((len(row.name) for row in report.rows), default=20) + 2
+    labels = [row.name for row in report.rows] + list(report.data.get("equality", {})) + list(report.data.get("precision", {}))
+    width = max((len(label) for label in labels), default=20) + 2
     for section in ("doc", "token", "charlm", "scaling", "bytes"):
         rows = [row for row in report.rows if row.section == section]
         if not rows:
