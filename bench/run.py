@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 PEERS_VENV = Path(os.environ.get("PEERS_VENV", BENCH / ".peers-venv"))
 
-# Tolerances of the stack's reference tests (../shared/fixtures/README.md).
+# Tolerances of the stack's reference tests (tests/fixtures/README.md).
 TRANSFORMER_TOL = {"atol": 1e-4, "rtol": 1e-4}
 FLAIR_TOL = {"atol": 1e-5, "rtol": 0.0}
 

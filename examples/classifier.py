@@ -3,7 +3,7 @@
     python examples/classifier.py [--flair PATH] [--epochs N] [--head linear|bilstm] [--seed S] [--threads N]
 
 The stack is the packaged MiniLM transformer plus a Flair character LM (by default the tiny test
-LM in ``../shared/fixtures``; any Flair ``.pt`` file or published id such as ``news-forward``
+LM in ``tests/fixtures/flair``; any Flair ``.pt`` file or published id such as ``news-forward``
 works). Both are frozen: only the small head trains. The stack is an ``nn.Module`` like any
 other layer, and ``stack(sentences)`` gives ``(padded [batch, tokens, dim], mask [batch, tokens])``.
 
@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 from actors.stack import FlairEmbeddings, StackedEmbeddings, TransformerWordEmbeddings  # noqa: E402
 
-DEFAULT_FLAIR = ROOT.parent / "shared" / "fixtures" / "flair" / "flair-tiny-forward.pt"
+DEFAULT_FLAIR = ROOT / "tests" / "fixtures" / "flair" / "flair-tiny-forward.pt"
 
 FRAMES = [
     "the {noun} {verb} on {day} .",

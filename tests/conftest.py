@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("CORPUS_EMBED_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+# The reference files the stack tests compare against; what made each one: tests/fixtures/README.md.
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 # Keep Ray and the hub quiet and offline in every test process.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,9 +21,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """``../shared/fixtures`` beside the checkout (or ``$CORPUS_EMBED_FIXTURES``)."""
+    """``tests/fixtures`` in the checkout: reference model files and the outputs the real libraries give."""
     if not FIXTURES.is_dir():
-        pytest.fail(f"reference fixtures not found at {FIXTURES}; set CORPUS_EMBED_FIXTURES")
+        pytest.fail(f"reference fixtures not found at {FIXTURES}: the checkout is incomplete")
     return FIXTURES
 
 
