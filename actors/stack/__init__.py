@@ -19,6 +19,7 @@ _EXPORTS = {
     "WordEmbeddings": "actors.stack.word",
     "StackedEmbeddings": "actors.stack.stacked",
     "DocumentPoolEmbeddings": "actors.stack.pooling",
+    "SentenceTransformerEmbeddings": "actors.stack.sentence_transformer",
     "ScalarMix": "actors.stack.scalar_mix",
     "build_stack": "actors.stack.build",
 }
