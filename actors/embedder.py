@@ -1,19 +1,23 @@
 """Texts in, vectors out, at the granularity the output asks for: the in-process core of an actor.
 
 Used by the Ray actor, by ``corpus-embed embed`` and ``search`` (queries), and by tests that
-compare the pipeline's output with an in-process computation of the same stack.
+compare the pipeline's output with an in-process computation of the same stack. Raw text becomes
+sentences and tokens exactly as flair makes them (``actors.text``); a document-level stack
+(``sentence_transformer``, ``transformer_document``) reads the texts whole instead.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from actors.stack.build import build_stack
+from actors.stack.fingerprint import stack_fingerprint
 from actors.stack.pooling import DocumentPoolEmbeddings
-from actors.text import split_sentences, tokenize
+from actors.stack.specs import Runtime, StackSpec, parse_stack
+from actors.text import split_into_sentences, tokenize_with_whitespace
 
 
 @dataclass
@@ -28,38 +32,68 @@ class SentenceVectors:
 class TextEmbedder:
     """Holds a built stack (loaded once) and turns raw texts into vectors."""
 
-    def __init__(self, stack_spec: list[dict[str, Any]], pooling: str = "mean", device: str | None = None,
-                 max_batch_tokens: int | None = None, precision: str | None = None):
-        self.stack = build_stack(stack_spec, device=device, max_batch_tokens=max_batch_tokens, precision=precision)
+    def __init__(self, stack: Sequence[StackSpec | dict[str, Any]], pooling: str | None = None,
+                 runtime: Runtime | None = None, **runtime_options: Any):
+        self.specs = parse_stack(stack)
+        self.document_level = self.specs[0].document_level
+        self.pooling = None if self.document_level else (pooling or "mean")
+        runtime = runtime or Runtime(**{key: value for key, value in runtime_options.items() if value is not None})
+        self.stack = build_stack(self.specs, runtime)
         self.stack.eval()
-        self.pooling = pooling
-        self.document_pool = DocumentPoolEmbeddings(self.stack, pooling)
-        self.dim = self.document_pool.embedding_length
-        self.token_dim = self.stack.embedding_length
+        if self.document_level:
+            self.document_pool = None
+            self.dim = self.token_dim = self.stack.embedding_length
+        else:
+            self.document_pool = DocumentPoolEmbeddings(self.stack, self.pooling)
+            self.dim = self.document_pool.embedding_length
+            self.token_dim = self.stack.embedding_length
 
     def fingerprint(self) -> str:
-        return self.stack.fingerprint(self.pooling)
+        return stack_fingerprint(self.specs, self.pooling)
 
     @torch.inference_mode()
     def embed_documents(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        """One pooled vector per text, ``[n, dim]`` float32, and each text's token count."""
-        token_lists = [tokenize(text) for text in texts]
-        vectors = self.document_pool.embed(token_lists)
+        """One vector per text, ``[n, dim]`` float32, and each text's token count."""
+        if self.document_level:
+            matrix, counts = self.stack.embed_with_counts(texts)
+            return matrix.numpy().astype(np.float32, copy=False), counts
+        token_lists = [tokenize_with_whitespace(text) for text in texts]
+        vectors = self.document_pool.embed([_words(tokens) for tokens in token_lists])
         matrix = torch.stack(vectors).numpy() if vectors else np.zeros((0, self.dim), np.float32)
         return matrix.astype(np.float32, copy=False), [len(tokens) for tokens in token_lists]
 
     @torch.inference_mode()
     def embed_sentences(self, texts: list[str], keep_tokens: bool = False) -> list[SentenceVectors]:
         """Per text: its sentences and one vector each (or every token's vector with ``keep_tokens``)."""
-        sentences = [split_sentences(text) for text in texts]
-        flat_tokens = [tokenize(sentence) for doc in sentences for sentence in doc]
-        if keep_tokens:
-            flat = [vec.numpy() for vec in self.stack.embed(flat_tokens)]
+        documents = [split_into_sentences(text) for text in texts]
+        flat = [sentence for document in documents for sentence in document]
+        if self.document_level:
+            matrix, _ = self.stack.embed_with_counts([sentence.text for sentence in flat])
+            vectors = list(matrix.numpy())
         else:
-            flat = [vec.numpy() for vec in self.document_pool.embed(flat_tokens)]
+            words = [_words(sentence.tokens) for sentence in flat]
+            embedded = self.stack.embed(words) if keep_tokens else self.document_pool.embed(words)
+            vectors = [vector.numpy() for vector in embedded]
         results, cursor = [], 0
-        for doc in sentences:
-            count = len(doc)
-            results.append(SentenceVectors(doc, flat_tokens[cursor:cursor + count], flat[cursor:cursor + count]))
+        for document in documents:
+            count = len(document)
+            results.append(SentenceVectors([sentence.text for sentence in document],
+                                           [sentence.words for sentence in document], vectors[cursor:cursor + count]))
             cursor += count
         return results
+
+
+class Word(str):
+    """A token's text that also carries flair's ``whitespace_after`` (read by ``FlairEmbeddings``
+    with ``tokenized_lm=False``); everywhere else it is the plain string."""
+
+    whitespace_after: int
+
+    def __new__(cls, text: str, whitespace_after: int) -> "Word":
+        word = super().__new__(cls, text)
+        word.whitespace_after = whitespace_after
+        return word
+
+
+def _words(tokens: Sequence[Any]) -> list[str]:
+    return [Word(token.text, token.whitespace_after) for token in tokens]

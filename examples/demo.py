@@ -16,10 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.readers import read_unit  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.run import run  # noqa: E402
-from pipeline.sources import discover_shards  # noqa: E402
-from pipeline.units import plan_units  # noqa: E402
 
 QUERY = "a politician who lies for money"
 
@@ -28,19 +26,23 @@ def main() -> int:
     query = sys.argv[1] if len(sys.argv) > 1 else QUERY
     config = load_config(str(ROOT / "examples" / "demo.yaml"),
                          [f"input.path={ROOT / 'examples' / 'corpus'}", f"output.path={ROOT / 'out' / 'demo'}"])
-    summary = run(config)
+    try:
+        summary = run(config)
+    except UserError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
     print("\n".join(summary.lines()))
     if not summary.ok:
         return 1
 
-    table = ds.dataset(config.output.path, format="parquet").to_table(columns=["id", "vector"])
+    table = ds.dataset(config.output.path, format="parquet").to_table(columns=["id", "text", "vector"])
     ids = table.column("id").to_pylist()
+    texts = dict(zip(ids, table.column("text").to_pylist()))
     vectors = table.column("vector").combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
-    texts = _texts(config)
 
     from actors.embedder import TextEmbedder
 
-    embedder = TextEmbedder(config.stack_spec(), config.pooling)
+    embedder = TextEmbedder(config.specs, config.token_pooling)
     query_vector, _ = embedder.embed_documents([query])
     normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     scores = normed @ (query_vector[0] / np.linalg.norm(query_vector[0]))
@@ -50,17 +52,6 @@ def main() -> int:
         snippet = texts.get(ids[index], "")[:110]
         print(f"  {rank}. {scores[index]:.3f}  {ids[index]:<28} {snippet}")
     return 0
-
-
-def _texts(config) -> dict[str, str]:
-    texts = {}
-    shards, _ = discover_shards(config.input)
-    for unit in plan_units(shards, config.input):
-        for block in read_unit(unit, config.input):
-            for doc_id, text in zip(block.column("id").to_pylist(), block.column("text").to_pylist()):
-                if text:
-                    texts[doc_id] = text
-    return texts
 
 
 if __name__ == "__main__":

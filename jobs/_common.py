@@ -1,4 +1,4 @@
-"""What the job entrypoints share: joining the cluster, and reporting a failure as the last line."""
+"""What the job entrypoints share: saying where they ran, and reporting a failure as the last line."""
 from __future__ import annotations
 
 import os
@@ -6,19 +6,17 @@ import sys
 from typing import Any
 
 
-def connect_ray(job: str) -> str:
-    """Join the cluster the job runs in (``RAY_ADDRESS`` is set by ``ray job submit`` and by KubeRay),
-    or start a local Ray when there is none; prints and returns where it connected."""
+def announce_cluster(job: str) -> str:
+    """Say which Ray the job ran on (joined through ``RAY_ADDRESS``, or a local one); returns its address."""
     import ray
 
-    from pipeline.ray_pipeline import ensure_ray
-
-    ensure_ray()
+    if not ray.is_initialized():
+        return ""
     address = ray.get_runtime_context().gcs_address
     resources = ray.cluster_resources()
     where = "cluster" if os.environ.get("RAY_ADDRESS") else "local Ray"
     shown = ", ".join(f"{key}={resources[key]:g}" for key in ("CPU", "GPU") if key in resources)
-    print(f"[{job}] connected to {where} at {address} ({shown or 'no resources reported'})", file=sys.stderr, flush=True)
+    print(f"[{job}] ran on {where} at {address} ({shown or 'no resources reported'})", file=sys.stderr, flush=True)
     return address
 
 
@@ -29,10 +27,7 @@ def failure_reason(summary: Any) -> str:
     if summary.units_failed:
         first = summary.units_failed[0]
         more = f" (and {len(summary.units_failed) - 1} more)" if len(summary.units_failed) > 1 else ""
-        return f"{len(summary.units_failed)} unit(s) failed, e.g. {first['unit']}: {first['reason']}{more}; rerun to retry them"
-    if summary.reject_ratio > summary.max_reject_ratio:
-        return (f"reject ratio {summary.reject_ratio:.2%} > max_reject_ratio {summary.max_reject_ratio:.2%} "
-                f"(see {summary.output}/_rejects/)")
+        return f"{len(summary.units_failed)} unit(s) failed, e.g. {first.unit}: {first.reason}{more}; rerun to retry them"
     return "the run did not complete"
 
 

@@ -19,13 +19,12 @@ import sys
 import time
 from typing import Any, Sequence
 
-from jobs._common import connect_ray, failure_reason
-from pipeline.config import ConfigError, StorageConfig, load_config
+from jobs._common import announce_cluster, failure_reason
+from pipeline.config import StorageConfig, load_config
+from pipeline.errors import UserError, one_line
 from pipeline.index.build import build_index
-from pipeline.index.errors import IndexBuildError
-from pipeline.ledger import OutputMismatchError
+from pipeline.plan import RunOptions
 from pipeline.run import run
-from pipeline.sources import InputError
 
 JOB = "nightly_refresh"
 
@@ -38,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", required=True, help="the index to update (local path or s3://, gs:// URL)")
     parser.add_argument("--kind", choices=KINDS, default=None, help="kind of a new index (default hnsw); an existing one keeps its kind")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    parser.add_argument("--max-reject-ratio", type=float, default=None, help="fail above this share of rejected rows")
+    parser.add_argument("--max-reject-ratio", type=float, default=None, help="a unit with more rejected rows is not committed")
+    parser.add_argument("--max-prune-ratio", type=float, default=None, help="refuse a refresh that would prune more")
     parser.add_argument("--endpoint-url", default=None, help="object-storage endpoint for reading CONFIG itself")
     return parser
 
@@ -66,21 +66,18 @@ def refresh(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     """Run, then index; returns the exit code and the report."""
     report: dict[str, Any] = {"job": JOB, "ok": False, "config": args.config, "index": args.index, "output": None,
                               "run": None, "index_update": None, "error": None}
+    options = RunOptions(max_reject_ratio=args.max_reject_ratio, max_prune_ratio=args.max_prune_ratio)
     try:
         config = load_config(args.config, args.set, StorageConfig(endpoint_url=args.endpoint_url) if args.endpoint_url else None)
-    except ConfigError as error:
-        report["error"] = str(error)
-        return 2, report
-    report["output"] = config.output.path
-    connect_ray(JOB)
-    try:
-        summary = run(config, max_reject_ratio=args.max_reject_ratio, progress=True)
-    except (OutputMismatchError, InputError) as error:
-        report["error"] = str(error)
+        report["output"] = config.output.path
+        summary = run(config, options, progress=True)
+    except UserError as error:
+        report["error"] = one_line(error, 4000)
         return 2, report
     except Exception as error:  # noqa: BLE001 - reported in the JSON line and the exit code
-        report["error"] = f"run: {type(error).__name__}: {error}"
+        report["error"] = f"run: {type(error).__name__}: {one_line(error)}"
         return 1, report
+    announce_cluster(JOB)
     print("\n".join(summary.lines()), file=sys.stderr, flush=True)
     report["run"] = _run_counts(summary)
     code = 0 if summary.ok else 1
@@ -89,8 +86,8 @@ def refresh(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     try:
         build = build_index(config.output.path, args.index, args.kind, storage=config.storage,
                             log=lambda line: print(line, file=sys.stderr, flush=True))
-    except IndexBuildError as error:
-        report["error"] = f"index: {error}"
+    except UserError as error:
+        report["error"] = f"index: {one_line(error, 4000)}"
         return 2, report
     except Exception as error:  # noqa: BLE001
         report["error"] = f"index: {type(error).__name__}: {error}"

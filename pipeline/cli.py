@@ -1,62 +1,108 @@
-"""``corpus-embed``: run, status, embed, index build/info, search. Each command has ``--help``.
+"""``corpus-embed``: run, status, embed, config, index build/info, search. Each command has ``--help``.
 
-Exit codes: 0 success; 1 the run failed (units failed, too many rejects, or an error; committed
-work is kept and a rerun resumes); 2 bad usage or config (nothing was done).
+Exit codes: 0 success; 1 the run failed (units failed, or an error; committed work is kept and a
+rerun resumes); 2 a mistake found before any work (bad config, input, model or output path; an
+output another run holds; a refresh that would prune too much): one line, no traceback, nothing
+changed. SIGTERM and Ctrl-C stop a run cleanly (committed units kept) with exit 130.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-from pipeline.config import ConfigError, StorageConfig, load_config
+from pipeline.config import CONFIG_HELP, StorageConfig, load_config
+from pipeline.errors import UserError, one_line
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a scheduler) stops a run as Ctrl-C does: cleanly, committed units kept."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _confirm_overwrite(plan: Any, assume_yes: bool) -> None:
+    """``--overwrite`` deletes committed work: ask on a terminal, require ``--yes`` elsewhere."""
+    from pipeline.plan import OverwriteRefused
+
+    count = len(plan.committed)
+    if not plan.options.overwrite or not count or assume_yes:
+        return
+    question = f"--overwrite deletes {count} committed unit(s) of {plan.output.url}"
+    if sys.stdin.isatty():
+        answer = input(f"{question}. Type 'yes' to go on: ").strip().lower()
+        if answer == "yes":
+            return
+    raise OverwriteRefused(f"{question}; nothing was changed. Pass --yes to confirm")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline.ledger import OutputMismatchError
+    from pipeline.plan import RunOptions
     from pipeline.run import run
-    from pipeline.sources import InputError
 
     config = load_config(args.config, args.set)
+    options = RunOptions(overwrite=args.overwrite, prune=not args.no_prune, max_reject_ratio=args.max_reject_ratio,
+                         max_prune_ratio=args.max_prune_ratio)
+    _stop_on_sigterm()
     try:
-        summary = run(config, overwrite=args.overwrite, prune=not args.no_prune,
-                      max_reject_ratio=args.max_reject_ratio, progress=not args.quiet)
-    except (OutputMismatchError, InputError) as error:
-        print(f"corpus-embed: {error}", file=sys.stderr)
-        return 2
+        summary = run(config, options, progress=not args.quiet, verbose=args.verbose,
+                      on_plan=lambda plan: _confirm_overwrite(plan, args.yes))
+    except KeyboardInterrupt:
+        print("corpus-embed: interrupted before any work", file=sys.stderr)
+        return 130
     print("\n".join(summary.lines()))
+    if summary.error and summary.error.startswith("interrupted"):
+        return 130
     return 0 if summary.ok else 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.status import format_status, output_status
+    from pipeline.status import duplicate_ids, format_status, output_status
 
     storage = StorageConfig(endpoint_url=args.endpoint_url)
     status = output_status(args.output, storage)
-    print(json.dumps(status, indent=1) if args.json else format_status(status))
+    if args.check:
+        status["check"] = duplicate_ids(args.output, storage)
+    if args.json:
+        print(json.dumps(status, indent=1, default=str))
+        return 0
+    print(format_status(status))
+    if args.check:
+        check = status["check"]
+        line = f"  check: {check['rows']:,} rows, {check['duplicate_ids']:,} ids occur more than once"
+        if check["examples"]:
+            line += ", e.g. " + ", ".join(f"{item['id']!r} x{item['count']}" for item in check["examples"])
+        print(line)
     return 0
 
 
 def _embed(args: argparse.Namespace) -> int:
     from actors.embedder import TextEmbedder
-    from pipeline.config import JobConfig, parse_config
+    from pipeline.config import parse_config
 
     if args.config:
         config = load_config(args.config, args.set)
     else:
         config = parse_config({"input": {"path": "-"}, "output": {"path": "-"}}, args.set)
-    assert isinstance(config, JobConfig)
-    embedder = TextEmbedder(config.stack_spec(), config.pooling, precision=config.resources.precision)
+    embedder = TextEmbedder(config.specs, config.token_pooling, precision=config.resources.precision)
+    if embedder.document_level:
+        matrix, counts = embedder.embed_documents([args.text])
+        print(f"stack {embedder.fingerprint()}: {config.specs[0].kind}, dim {embedder.dim}, {counts[0]} model tokens")
+        print("document vector: head " + " ".join(f"{value:+.4f}" for value in matrix[0][: args.head]))
+        return 0
     result = embedder.embed_sentences([args.text], keep_tokens=True)[0]
-    print(f"stack {embedder.fingerprint()}: token dim {embedder.token_dim}, {config.pooling}-pooled dim {embedder.dim}")
+    print(f"stack {embedder.fingerprint()}: token dim {embedder.token_dim}, {embedder.pooling}-pooled dim {embedder.dim}")
     for sentence, tokens, vectors in zip(result.sentences, result.tokens, result.vectors):
         print(f"sentence: {sentence!r} → {vectors.shape[0]} tokens × {vectors.shape[1]}")
         for token, vector in zip(tokens, vectors):
             head = " ".join(f"{value:+.4f}" for value in vector[: args.head])
             print(f"  {token!r:>20} [{head} ...]")
     document, _ = embedder.embed_documents([args.text])
-    print(f"document vector ({config.pooling}): shape {tuple(document[0].shape)}; head "
+    print(f"document vector ({embedder.pooling}): shape {tuple(document[0].shape)}; head "
           + " ".join(f"{value:+.4f}" for value in document[0][: args.head]))
     return 0
 
@@ -65,18 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corpus-embed", description="Embed whole corpora with stacked contextual embeddings, resumably, on Ray.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="embed, resume or refresh: does only what is not committed")
+    run = commands.add_parser("run", help="embed, resume or refresh: does only what is not committed",
+                              epilog=CONFIG_HELP)
     run.add_argument("config", help="YAML/JSON config: local path or s3://, gs:// URL")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. output.path=s3://b/out")
-    run.add_argument("--overwrite", action="store_true", help="delete the existing output first (also when its stack differs)")
+    run.add_argument("--overwrite", action="store_true", help="delete the existing output first (also when its stack differs); asks first")
+    run.add_argument("--yes", action="store_true", help="confirm --overwrite without asking (for scripts)")
     run.add_argument("--no-prune", action="store_true", help="keep outputs of shards no longer in the input")
-    run.add_argument("--max-reject-ratio", type=float, default=None, help="fail the run above this share of rejected rows (config: max_reject_ratio, default 0.05)")
-    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--max-reject-ratio", type=float, default=None,
+                     help="a unit with a larger share of rejected rows is not committed (config: max_reject_ratio, default 0.05)")
+    run.add_argument("--max-prune-ratio", type=float, default=None,
+                     help="refuse a refresh that would remove a larger share of the committed units (config: max_prune_ratio, default 0.5)")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--verbose", action="store_true", help="Ray's own log lines and per-operator progress bars")
     run.set_defaults(func=_run)
 
-    status = commands.add_parser("status", help="units done / pending / failed, rows, rejects, past runs")
+    status = commands.add_parser("status", help="units done / pending / failed, the running run, rows, rejects, past runs")
     status.add_argument("output")
     status.add_argument("--endpoint-url", default=None, help="object-storage endpoint (credentials from the environment)")
+    status.add_argument("--check", action="store_true", help="also read every id and report ids that occur more than once")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
 
@@ -98,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as error:
-        print(f"corpus-embed: {error}", file=sys.stderr)
+    except UserError as error:
+        print(f"corpus-embed: {one_line(error, 4000)}", file=sys.stderr)
         return 2
 
 

@@ -2,7 +2,11 @@
 
 A config is YAML or JSON, on disk or in object storage; any field can be overridden from the
 command line with ``--set dotted.path=value`` (values parsed as YAML, so ``--set resources.actors=2``
-gives an int). Errors name the field, the value and what is allowed.
+gives an int). Errors name the field, the value and what is allowed. Every field carries a one-line
+description: ``corpus-embed config`` prints them, so the reference cannot go stale.
+
+The ``stack:`` entries are the stack specs of ``actors.stack.specs`` (one per kind, torch-free):
+the config holds them as they are, so a kind's fields are defined in its spec and nowhere else.
 """
 from __future__ import annotations
 
@@ -12,8 +16,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from actors.stack.specs import StackEntry, StackSpec, default_stack, entry
+from pipeline.errors import UserError
 
-class ConfigError(ValueError):
+CONFIG_HELP = "run `corpus-embed config` for every field, its type, default and meaning"
+
+
+class ConfigError(UserError, ValueError):
     """A config that cannot run; the message names each bad field, its value and what is allowed."""
 
 
@@ -24,106 +33,44 @@ class _Strict(BaseModel):
 
 
 class InputConfig(_Strict):
-    path: str = Field(description="file, folder/prefix or glob; s3://, gs://, file paths")
-    format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
-    text_field: str = "text"
-    id_field: str | None = Field(default=None, description='None: ids are "<shard-key>:<row>"')
-    max_chars: int = Field(default=200_000, gt=0, description="longer texts are rejected with a reason (raise it for book-length documents)")
-    rows_per_unit: int = Field(default=100_000, gt=0, description="Parquet row groups are grouped into units of about this many rows")
+    """Where the corpus is and how to read its rows. Every field here shapes the rows a unit yields,
+    so changing one re-embeds the affected units (see ``pipeline.units.row_settings``)."""
+
+    path: str = Field(description="a file, a folder/prefix (read recursively) or a glob; local, s3:// or gs://")
+    format: Literal["auto", "jsonl", "parquet", "text"] = Field(
+        "auto", description="auto: from each file's suffix (.jsonl .json .ndjson .parquet .pq .txt, optionally .gz .zst .bz2)")
+    text_field: str = Field("text", description="the field (JSONL) or column (Parquet) holding each document's text")
+    id_field: str | None = Field(None, description='the field holding each document\'s id; unset: ids are "<shard-key>:<row>"')
+    id_type: Literal["auto", "string", "int"] = Field(
+        "auto", description="auto: ids keep the input's type (ints stay ints; a row whose id type differs from its "
+                            "unit's first is rejected); string: every id becomes text; int: integer strings become ints")
+    max_chars: int = Field(200_000, gt=0, description="longer texts are rejected with reason too_long (raise it for book-length documents)")
+    rows_per_unit: int = Field(100_000, gt=0, description="Parquet row groups are grouped into units of about this many rows")
+    change_detection: Literal["stat", "content"] = Field(
+        "stat", description="how a changed shard is noticed: stat (size + ETag on object stores; size + mtime + ctime "
+                            "on local disks) or content (a sha256 of every shard's bytes at each run: reads the whole input)")
 
 
 class OutputConfig(_Strict):
-    path: str
-    granularity: Literal["document", "sentence", "token"] = "document"
-    dtype: Literal["float32", "float16"] = "float32"
-
-
-class TransformerLayer(_Strict):
-    model: str = "default"
-    layers: str = "-1"
-    layer_mean: bool = True
-    subtoken_pooling: Literal["first", "last", "first_last", "mean"] = "first"
-    layer_combine: Literal["mean", "sum", "concat", "scalar_mix"] | None = None
-    use_scalar_mix: bool = False
-    scalar_mix_weights: list[float] | None = None
-    scalar_mix_gamma: float = 1.0
-    scalar_mix_layer_norm: bool = False
-    allow_long_sentences: bool = True
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_syntax(cls, value: str) -> str:
-        if value.strip() == "all":
-            return "all"
-        try:
-            [int(part) for part in value.split(",")]
-        except ValueError:
-            raise ValueError('layers must be "all" or a comma list of integers such as "-1,-2,-3,-4"') from None
-        return value.replace(" ", "")
-
-
-class FlairLayer(_Strict):
-    model: str
-    with_whitespace: bool = True
-    chars_per_chunk: int = Field(default=512, gt=0)
-
-
-class ELMoLayer(_Strict):
-    model: str = "original"
-    options_file: str | None = None
-    weight_file: str | None = None
-    embedding_mode: Literal["all", "top", "average"] = "all"
-
-
-class WordLayer(_Strict):
-    embeddings: str
-
-
-LAYER_KINDS = ("transformer", "flair", "elmo", "word")
-
-
-class StackLayer(_Strict):
-    """One entry of ``stack:``: a mapping with exactly one key naming the embedding kind."""
-
-    transformer: TransformerLayer | None = None
-    flair: FlairLayer | None = None
-    elmo: ELMoLayer | None = None
-    word: WordLayer | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "StackLayer":
-        chosen = [kind for kind in LAYER_KINDS if getattr(self, kind) is not None]
-        if len(chosen) != 1:
-            raise ValueError(f"each stack entry needs exactly one of {', '.join(LAYER_KINDS)}; got {chosen or 'none'}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(kind for kind in LAYER_KINDS if getattr(self, kind) is not None)
-
-    @property
-    def settings(self) -> _Strict:
-        return getattr(self, self.kind)
-
-
-def _default_stack() -> list[StackLayer]:
-    return [StackLayer(transformer=TransformerLayer(model="default", layers="-1", subtoken_pooling="mean"))]
+    path: str = Field(description="the output folder/prefix; local, s3:// or gs://")
+    granularity: Literal["document", "sentence", "token"] = Field(
+        "document", description="one vector per document, per sentence, or every token's vector per sentence")
+    dtype: Literal["float32", "float16"] = Field("float32", description="the stored vectors' type (float16 halves the output)")
+    keep_text: bool = Field(False, description="document granularity: store each document's text beside its vector "
+                                               "(sentence granularity always stores the sentence text)")
 
 
 class ResourcesConfig(_Strict):
     actors: int | Annotated[list[int], Field(min_length=2, max_length=2)] = Field(
-        default=1, description="actor pool size, or [min, max] for autoscaling"
-    )
-    gpus_per_actor: float = Field(default=0.0, ge=0)
-    cpus_per_actor: float = Field(default=1.0, gt=0)
-    max_batch_tokens: int = Field(default=16384, gt=0)
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto",
-        description="auto: bf16 autocast on GPU, exact float32 on CPU; bfloat16 autocasts on CPU too "
-                    "(fast where the CPU has AMX or AVX512-BF16; vectors at cosine ~0.9999 to float32)",
-    )
-    batch_rows: int = Field(default=512, gt=0, description="documents handed to an actor per call")
-    read_block_rows: int = Field(default=1024, gt=0, description="rows per block the readers emit")
+        1, description="embedding actors, or [min, max] for a pool that grows and shrinks with the work")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor asks Ray for (fractions share a GPU)")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs each actor asks Ray for")
+    max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per forward pass (memory bound; never changes vectors)")
+    precision: Literal["auto", "float32", "float64", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bf16 autocast on GPU, exact float32 on CPU; bfloat16 autocasts on CPU too (fast with "
+                            "AMX/AVX512-BF16, cosine ~0.9999 to float32); float64: ELMo's recurrence in float64")
+    batch_rows: int = Field(512, gt=0, description="documents handed to an actor per call")
+    read_block_rows: int = Field(1024, gt=0, description="rows per block the readers emit")
 
     @field_validator("actors")
     @classmethod
@@ -133,45 +80,88 @@ class ResourcesConfig(_Strict):
             raise ValueError("actors must be a positive int or [min, max] with 1 <= min <= max")
         return value
 
+    @property
+    def max_actors(self) -> int:
+        return self.actors[1] if isinstance(self.actors, list) else self.actors
+
 
 class StorageConfig(_Strict):
     """Object-storage settings. Credentials are never configured here: they come from the environment."""
 
-    endpoint_url: str | None = None
-    region: str | None = None
-    anon: bool = False
-    retries: int = Field(default=8, ge=0)
+    endpoint_url: str | None = Field(None, description="an S3-compatible endpoint (MinIO, a local test server); unset: AWS")
+    region: str | None = Field(None, description="the S3 region; unset: from the environment")
+    anon: bool = Field(False, description="read public buckets without credentials")
+    retries: int = Field(8, ge=0, description="retries of transient object-storage errors (500/503, throttling, dropped connections)")
+    shared_filesystem: bool = Field(False, description="local input/output paths are on a filesystem every Ray node mounts "
+                                                       "at the same place (NFS, Lustre); required for local paths on a multi-node cluster")
 
 
 class JobConfig(_Strict):
-    input: InputConfig
-    output: OutputConfig
-    stack: list[StackLayer] = Field(default_factory=_default_stack, min_length=1)
-    pooling: Literal["mean", "max", "min", "cls"] = "mean"
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    max_reject_ratio: float = Field(default=0.05, ge=0, le=1, description="the run fails above this share of rejected rows")
+    input: InputConfig = Field(description="the corpus")
+    output: OutputConfig = Field(description="where the vectors go")
+    stack: list[StackEntry] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: [entry(spec) for spec in default_stack()], min_length=1,
+        description="the embeddings, concatenated in this order; each entry is {kind: settings}")
+    pooling: Literal["mean", "max", "min", "cls"] | None = Field(
+        None, description="how token vectors become sentence/document vectors: mean (the default), max, min, or cls "
+                          "(a stack of one transformer); not for document-level kinds, which pool as their model says")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="actors, batching and precision")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="object storage")
+    max_reject_ratio: float = Field(0.05, ge=0, le=1, description="a unit with a larger share of rejected rows is not "
+                                                                  "committed (it fails, its rejects kept for inspection)")
+    max_prune_ratio: float = Field(0.5, ge=0, le=1, description="a run that would remove a larger share of the committed "
+                                                                "units (their shards left the input) refuses before any change")
+    lease_timeout_s: float = Field(300.0, gt=0, description="a run's lease on its output is taken over by another run once "
+                                                            "its heartbeat is this old (the holder died)")
 
     @model_validator(mode="after")
-    def _cls_needs_transformer_only(self) -> "JobConfig":
-        if self.pooling == "cls" and [layer.kind for layer in self.stack] != ["transformer"]:
+    def _stack_fits(self) -> "JobConfig":
+        specs = self.specs
+        if any(spec.document_level for spec in specs):
+            if len(specs) != 1:
+                raise ValueError(f"stack: {specs[0].kind if specs[0].document_level else 'a document-level kind'} embeds "
+                                 f"whole texts and must be the only stack entry; got {[spec.kind for spec in specs]}")
+            if self.pooling is not None:
+                raise ValueError(f"pooling: {specs[0].kind} pools as its model says; leave pooling unset")
+            if self.output.granularity == "token":
+                raise ValueError(f"output.granularity: token needs token embeddings; {specs[0].kind} gives one vector "
+                                 f"per text (use document or sentence)")
+        if self.pooling == "cls" and [spec.kind for spec in specs] != ["transformer"]:
             raise ValueError("pooling 'cls' needs a stack of exactly one transformer")
         return self
 
-    def stack_spec(self) -> list[dict[str, Any]]:
-        """The stack as plain dicts (``[{"transformer": {...}}, ...]``): what builds and fingerprints it."""
-        return [{layer.kind: layer.settings.model_dump()} for layer in self.stack]
+    @property
+    def specs(self) -> list[StackSpec]:
+        """The stack's specs, in order."""
+        return [item.spec for item in self.stack]
+
+    @property
+    def token_pooling(self) -> str | None:
+        """The pooling of token vectors (mean unless set); None for a document-level stack."""
+        return None if self.specs[0].document_level else (self.pooling or "mean")
+
+    def stack_config(self) -> list[dict[str, Any]]:
+        """The stack in config form (``[{"transformer": {...}}, ...]``), as the manifest records it."""
+        return [spec.get_config_dict() for spec in self.specs]
+
+
+def _location(parts: tuple[Any, ...]) -> str:
+    """``stack.0.transformer.transformer.layers`` → ``stack.0.transformer.layers`` (the union's tag repeats the key)."""
+    names: list[str] = []
+    for part in map(str, parts):
+        if not names or names[-1] != part:
+            names.append(part)
+    return ".".join(names) or "(top level)"
 
 
 def _format_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see `corpus-embed run --help` for the fields)"
-        lines.append(f"  {field}: {message} (got {item.get('input')!r})")
-    return "invalid config:\n" + "\n".join(lines)
+            message = "unknown key (check the spelling)"
+        lines.append(f"  {_location(item['loc'])}: {message} (got {item.get('input')!r})")
+    return "invalid config (" + CONFIG_HELP + "):\n" + "\n".join(lines)
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -215,7 +205,7 @@ def parse_config(data: dict[str, Any], overrides: list[str] | None = None) -> Jo
     data = copy.deepcopy(data)
     overrides = list(overrides or [])
     if "stack" not in data and any(item.startswith("stack.") for item in overrides):
-        data["stack"] = [{layer.kind: layer.settings.model_dump()} for layer in _default_stack()]
+        data["stack"] = [spec.get_config_dict() for spec in default_stack()]
     data = apply_overrides(data, overrides)
     try:
         return JobConfig.model_validate(data)
@@ -225,13 +215,14 @@ def parse_config(data: dict[str, Any], overrides: list[str] | None = None) -> Jo
 
 def load_config(path: str, overrides: list[str] | None = None, storage: StorageConfig | None = None) -> JobConfig:
     """Read a YAML/JSON config from a local path or object storage and validate it."""
-    from pipeline.storage import open_url
+    from pipeline.storage import StorageError, read_url
 
     try:
-        with open_url(path, "rb", storage) as handle:
-            text = handle.read().decode("utf-8")
+        text = read_url(path, storage).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except (StorageError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config {path} cannot be read: {error}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

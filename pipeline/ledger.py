@@ -1,127 +1,211 @@
-"""The progress ledger: one small JSON record per committed unit, plus the output's manifest.
+"""The progress ledger: one small record per committed unit, plus the output's manifest.
 
-Layout under the output (folders starting with ``_`` are invisible to Parquet readers)::
+Layout under the output (names starting with ``_`` are invisible to Parquet readers)::
 
-    _manifest.json                      stack fingerprint, dim, dtype, granularity
-    _ledger/<unit-key>/<source-fp>.json one record per committed unit
+    _manifest.json                          the output's identity: stack, dtype, granularity, dim, id type
+    _ledger/<unit>@<source>-<settings>.json one ``CommitRecord`` per committed unit
+    _ledger.digest.parquet                  every record's content as of the last run (for status)
 
-The source fingerprint is part of the record's *name*, so planning needs only one recursive
-listing, never a read per unit, and never anything per row: a million shards plan from a listing.
-A unit whose shard changed has a record under another fingerprint and is simply not committed.
+A record's name carries both halves of the unit's identity (see ``pipeline.units``), so planning
+needs one flat listing, never a read per unit, never anything per row: a million units plan from
+a listing. A unit whose shard or settings changed has a record under another name and is simply
+not committed. ``status`` needs the records' content (rows, rejects, precision): it reads the
+digest and only the records committed since, so it stays fast at 100,000 units.
 """
 from __future__ import annotations
 
+import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipeline.layout import LEDGER_DIR, MANIFEST, TEMP_DIR
-from pipeline.storage import join, write_bytes_atomic
+from pipeline.errors import UserError
+from pipeline.layout import LEDGER_DIGEST, LEDGER_DIR, LEDGER_LAYOUT, MANIFEST
+from pipeline.storage import Folder
 
 
-class OutputMismatchError(RuntimeError):
-    """The output holds vectors from another stack (or dtype/granularity) than this run's."""
+class OutputMismatchError(UserError):
+    """The output holds vectors from another stack (or dtype/granularity/layout) than this run's."""
 
 
 @dataclass(frozen=True)
 class Committed:
-    unit_key: str
-    source_fingerprint: str
-    path: str
+    """What the listing says of one committed unit: its key and the two halves of its identity."""
+
+    unit: str
+    source: str
+    settings: str
+
+    @property
+    def name(self) -> str:
+        return record_name(self.unit, self.source, self.settings)
+
+
+def record_name(unit: str, source: str, settings: str) -> str:
+    return f"{LEDGER_DIR}/{unit}@{source}-{settings}.json"
+
+
+def parse_record_name(relative: str) -> Committed | None:
+    name = relative.rsplit("/", 1)[-1]
+    if name.startswith(".") or not name.endswith(".json") or "@" not in name:
+        return None
+    unit, _, identity = name[: -len(".json")].rpartition("@")
+    source, _, settings = identity.partition("-")
+    return Committed(unit, source, settings) if unit and source and settings else None
+
+
+@dataclass
+class CommitRecord:
+    """One committed unit: where its rows came from, what became of them, and where they are."""
+
+    unit: str
+    source: str
+    settings: str
+    shard: str
+    shard_url: str
+    size: int
+    version: str
+    row_groups: list[int] | None
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    reasons: dict[str, int]
+    tokens: int
+    dim: int
+    id_type: str
+    files: list[str]
+    stack_fingerprint: str
+    precision: str
+    run_id: str
+    committed_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return record_name(self.unit, self.source, self.settings)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CommitRecord":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class Manifest:
+    """The output's identity and the config of its latest run (what ``status`` plans with)."""
+
+    stack_fingerprint: str
+    stack: list[dict[str, Any]]
+    pooling: str | None
+    dtype: str
+    granularity: str
+    version: str
+    layout: int = LEDGER_LAYOUT
+    dim: int | None = None
+    id_type: str | None = None
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)   # settings hash -> row settings
+    config: dict[str, Any] | None = None                                # the latest run's job config
+
+    IDENTITY = ("layout", "stack_fingerprint", "dtype", "granularity")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values.setdefault("layout", 1)
+        for name in ("stack_fingerprint", "stack", "pooling", "dtype", "granularity", "version"):
+            values.setdefault(name, None)
+        return cls(**values)
+
+    def mismatch(self, other: "Manifest") -> list[str]:
+        """What differs between this output's identity and a run's, as readable phrases."""
+        return [f"{key}: the output has {getattr(self, key)!r}, this run {getattr(other, key)!r}"
+                for key in self.IDENTITY if getattr(self, key) != getattr(other, key)]
 
 
 class Ledger:
-    """Commit records of one output; every method is safe to call again after a crash."""
+    """Commit records and the manifest of one output; every method is safe to call again after a crash."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, output_root: str):
-        self.fs = fs
-        self.root = output_root
-        self.dir = join(output_root, LEDGER_DIR)
-        self.temp_dir = join(output_root, TEMP_DIR)
+    def __init__(self, output: Folder):
+        self.output = output
 
-    def write_json(self, relative: str, data: dict[str, Any], indent: int | None = None) -> None:
-        """Write a JSON file at ``relative`` under the output atomically."""
-        self._write_json_at(join(self.root, relative), data, indent)
-
-    def _write_json_at(self, path: str, data: dict[str, Any], indent: int | None = None) -> None:
-        """Write a JSON file at ``path`` atomically (temp files live under ``_staging/``)."""
-        payload = json.dumps(data, sort_keys=True, indent=indent).encode()
-        write_bytes_atomic(self.fs, path, payload, temp_dir=self.temp_dir)
-
-    def record_path(self, unit_key: str, source_fingerprint: str) -> str:
-        return join(self.dir, unit_key, f"{source_fingerprint}.json")
-
+    # -- records -----------------------------------------------------------------------------
     def committed(self) -> dict[str, Committed]:
-        """unit key → its committed record, from one recursive listing."""
-        try:
-            names = self.fs.find(self.dir)
-        except FileNotFoundError:
-            return {}
+        """unit key → its committed identity, from one flat listing."""
         found: dict[str, Committed] = {}
-        for name in names:
-            parts = name.rstrip("/").split("/")
-            if len(parts) < 2 or not parts[-1].endswith(".json") or parts[-1].startswith("."):
-                continue
-            unit_key, fingerprint = parts[-2], parts[-1][: -len(".json")]
-            found[unit_key] = Committed(unit_key, fingerprint, name)
+        for name in self.output.listdir(LEDGER_DIR):
+            entry = parse_record_name(name)
+            if entry is not None:
+                found[entry.unit] = entry
         return found
 
-    def commit(self, unit_key: str, source_fingerprint: str, record: dict[str, Any]) -> None:
-        """Write the unit's record, then drop its records under older fingerprints."""
-        record = {**record, "unit": unit_key, "source_fingerprint": source_fingerprint, "committed_at": time.time()}
-        path = self.record_path(unit_key, source_fingerprint)
-        self._write_json_at(path, record)
-        for stale in self._records_of(unit_key):
-            if stale != path:
-                self.fs.rm(stale)
+    def commit(self, record: CommitRecord, previous: Committed | None = None) -> None:
+        """Write the unit's record, then drop its record under an older identity."""
+        self.output.write_json(record.name, record.to_json())
+        if previous is not None and previous.name != record.name:
+            self.output.remove(previous.name)
 
-    def forget(self, unit_key: str) -> None:
-        """Remove every record of a unit (its shard was deleted)."""
-        for path in self._records_of(unit_key):
-            self.fs.rm(path)
+    def forget(self, entry: Committed) -> None:
+        """Remove a unit's record (its shard was deleted, or the output is overwritten)."""
+        self.output.remove(entry.name)
 
-    def _records_of(self, unit_key: str) -> list[str]:
-        try:
-            return [p for p in self.fs.ls(join(self.dir, unit_key), detail=False) if p.endswith(".json")]
-        except FileNotFoundError:
-            return []
+    def read(self, entries: list[Committed]) -> list[CommitRecord]:
+        """The records of ``entries``: from the digest where it has them, the rest read in parallel."""
+        digest = self._digest()
+        missing = [entry for entry in entries if entry.name not in digest]
 
-    def read_records(self, committed: dict[str, Committed] | None = None) -> list[dict[str, Any]]:
-        """The content of every committed record (read in parallel; for status, not for planning)."""
-        committed = self.committed() if committed is None else committed
-        paths = [entry.path for entry in committed.values()]
-
-        def read(path: str) -> dict[str, Any]:
-            with self.fs.open(path, "rb") as handle:
-                return json.loads(handle.read())
+        def read_one(entry: Committed) -> CommitRecord | None:
+            data = self.output.read_json(entry.name)
+            return CommitRecord.from_json(data) if data else None
 
         with ThreadPoolExecutor(max_workers=16) as pool:
-            return list(pool.map(read, paths))
+            fresh = {entry.name: record for entry, record in zip(missing, pool.map(read_one, missing)) if record}
+        return [digest.get(entry.name) or fresh[entry.name] for entry in entries
+                if entry.name in digest or entry.name in fresh]
 
-    # -- the output's identity -------------------------------------------------------------
-    def manifest(self) -> dict[str, Any] | None:
-        path = join(self.root, MANIFEST)
+    def refresh_digest(self) -> int:
+        """Rewrite the digest from the current records (reading only those it lacks); returns their count."""
+        records = self.read(list(self.committed().values()))
+        table = pa.table({"name": [r.name for r in records], "record": [json.dumps(r.to_json()) for r in records]})
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        self.output.write_atomic(LEDGER_DIGEST, sink.getvalue())
+        return len(records)
+
+    def _digest(self) -> dict[str, CommitRecord]:
         try:
-            with self.fs.open(path, "rb") as handle:
-                return json.loads(handle.read())
-        except FileNotFoundError:
-            return None
+            table = pq.read_table(io.BytesIO(self.output.read_bytes(LEDGER_DIGEST)))
+        except (FileNotFoundError, pa.ArrowException):
+            return {}
+        return {name: CommitRecord.from_json(json.loads(record))
+                for name, record in zip(table.column("name").to_pylist(), table.column("record").to_pylist())}
 
-    def claim(self, manifest: dict[str, Any]) -> None:
-        """Bind the output to this stack, or refuse if it already holds another stack's vectors."""
-        existing = self.manifest()
-        identity = ("stack_fingerprint", "dtype", "granularity")  # dim follows from the stack
-        if existing is not None:
-            differs = [key for key in identity if existing.get(key) != manifest.get(key)]
-            if differs:
-                detail = ", ".join(f"{key}: output has {existing.get(key)!r}, this run {manifest.get(key)!r}" for key in differs)
-                raise OutputMismatchError(
-                    f"output {self.root!r} holds vectors from another stack or layout ({detail}). "
-                    f"Use a new output.path, or pass --overwrite to delete the existing output first."
-                )
-            return
-        self.write_json(MANIFEST, manifest, indent=1)
+    # -- the output's identity ---------------------------------------------------------------
+    def manifest(self) -> Manifest | None:
+        data = self.output.read_json(MANIFEST)
+        return Manifest.from_json(data) if data else None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.output.write_json(MANIFEST, manifest.to_json(), indent=1)
+
+
+def check_compatible(existing: Manifest | None, wanted: Manifest, where: str) -> None:
+    """Refuse a run whose stack or layout differs from what the output holds."""
+    if existing is None:
+        return
+    differs = existing.mismatch(wanted)
+    if differs:
+        raise OutputMismatchError(
+            f"output {where!r} holds vectors from another stack or layout ({'; '.join(differs)}). "
+            f"Use a new output.path, or pass --overwrite to delete the existing output first."
+        )

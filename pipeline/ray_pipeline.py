@@ -1,4 +1,4 @@
-"""The Ray Data graph: units → read tasks → embedding actor pool → staging writers.
+"""Ray: joining (or starting) the cluster, and the Ray Data graph units → read → embed → stage.
 
 Kept apart from the run loop so the loop stays about planning and committing, and so that the
 graph's resource settings are in one place.
@@ -9,63 +9,140 @@ import json
 import logging
 import math
 import os
+import socket
+import threading
 from typing import Any, Iterator
 
 import pyarrow as pa
 
-from pipeline.config import JobConfig
+from actors.actor import ActorConfig
+from pipeline.config import InputConfig, JobConfig, StorageConfig
+from pipeline.errors import UserError
 from pipeline.readers import read_unit
 from pipeline.sink import write_parts
+from pipeline.storage import Folder
 from pipeline.units import Unit
 
 READ_TASK_CPUS = 0.25
 WRITE_TASK_CPUS = 0.25
+# A cluster that accepts the connection but never answers (a stale head) gives up after this long.
+CONNECT_TIMEOUT_S = 60
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster named by ``RAY_ADDRESS``, or start a quiet local Ray."""
+class ClusterError(UserError):
+    """The Ray cluster named by ``RAY_ADDRESS`` cannot be reached."""
+
+
+def _gcs_address(address: str) -> str | None:
+    """``host:port`` of the GCS a ``RAY_ADDRESS`` names (``ray://`` clients and ``auto`` resolved)."""
+    if address == "auto":
+        from ray._private.services import find_gcs_addresses  # noqa: PLC0415 - Ray's own lookup
+
+        found = find_gcs_addresses()
+        return next(iter(found), None)
+    if address.startswith("ray://"):
+        return None
+    if "://" in address:
+        return None
+    return address
+
+
+def _reachable(address: str, timeout: float = 3.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
+    """Join the cluster named by ``RAY_ADDRESS``, or start a new, quiet local Ray.
+
+    Without ``RAY_ADDRESS`` a local Ray is always started (``address="local"``): Ray's own default
+    would join whatever its ``ray_current_cluster`` file names, and a head killed without
+    ``ray stop`` leaves that file behind, so the run would wait forever on a dead cluster. With
+    ``RAY_ADDRESS`` the address is probed first and the connection is bounded by
+    ``CONNECT_TIMEOUT_S``: a cluster that does not answer fails fast, naming the address.
+    """
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
+    quiet = not verbose
+    kwargs: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.WARNING,
+                              "log_to_driver": verbose, "configure_logging": True}
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        gcs = _gcs_address(address)
+        if address == "auto" and gcs is None:
+            raise ClusterError("RAY_ADDRESS=auto but no running Ray cluster was found on this machine; start one "
+                               "(`ray start --head`) or unset RAY_ADDRESS to run on a local Ray")
+        if gcs is not None and not _reachable(gcs):
+            raise ClusterError(f"the Ray cluster at RAY_ADDRESS={address!r} ({gcs}) does not answer; start it, "
+                               f"fix RAY_ADDRESS, or unset it to run on a local Ray")
+        _init_with_deadline(ray, address, kwargs)
+    if quiet:
+        for name in ("ray", "ray.data", "ray.data._internal"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def actor_threads(resources: Any) -> int | None:
+def _init_with_deadline(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
+    failure: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - re-raised on the caller's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=connect, name="corpus-embed-ray-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        raise ClusterError(f"the Ray cluster at RAY_ADDRESS={address!r} accepted the connection but did not answer "
+                           f"within {CONNECT_TIMEOUT_S} s; check that its head is alive (`ray status`)")
+    if failure:
+        raise ClusterError(f"could not join the Ray cluster at RAY_ADDRESS={address!r}: "
+                           f"{type(failure[0]).__name__}: {failure[0]}")
+
+
+def alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def actor_threads(config: JobConfig) -> int | None:
     """Torch threads per actor on a one-node Ray: the node's CPUs shared by the pool's actors.
 
     Ray's CPU numbers are logical: ``cpus_per_actor: 1`` on a 2-core machine would leave one core
     idle during a local run (the read and write tasks need little: a few percent of the actor's
     CPU time, see bench/README.md), and one actor with 2 threads embeds ~1.4x faster than with 1.
-    On a cluster of several nodes the actors' placement is unknown, so the actor keeps
-    ceil(cpus_per_actor) threads (None here).
+    On a cluster of several nodes the actors' placement is unknown, so each actor keeps
+    ceil(cpus_per_actor) threads.
     """
-    import ray
-
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    if len(nodes) != 1:
-        return None
-    node_cpus = int(nodes[0].get("Resources", {}).get("CPU", 0))
-    most_actors = resources.actors[1] if isinstance(resources.actors, list) else resources.actors
+    resources = config.resources
     own = max(1, math.ceil(resources.cpus_per_actor))
-    return max(own, node_cpus // max(1, most_actors))
+    nodes = alive_nodes()
+    if len(nodes) != 1:
+        return own
+    node_cpus = int(nodes[0].get("Resources", {}).get("CPU", 0))
+    return max(own, node_cpus // max(1, resources.max_actors))
 
 
 def _read_units(batch: pa.Table, input_config: dict[str, Any], storage: dict[str, Any], block_rows: int) -> Iterator[pa.Table]:
-    from pipeline.config import InputConfig, StorageConfig
-
-    input_cfg = InputConfig.model_validate(input_config)
-    storage_cfg = StorageConfig.model_validate(storage)
+    source = InputConfig.model_validate(input_config)
+    storage_config = StorageConfig.model_validate(storage)
     for encoded in batch.column("unit").to_pylist():
-        yield from read_unit(Unit.from_dict(json.loads(encoded)), input_cfg, storage_cfg, block_rows)
+        yield from read_unit(Unit.from_dict(json.loads(encoded)), source, storage_config, block_rows)
 
 
-def build_dataset(config: JobConfig, units: list[Unit], run_id: str, metadata: dict[str, str]) -> Any:
+def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: str, metadata: dict[str, str],
+                  verbose: bool = False) -> Any:
     """The lazy Ray Dataset whose output rows are the staging writers' records."""
     import ray
     from ray.data import ActorPoolStrategy
@@ -73,26 +150,31 @@ def build_dataset(config: JobConfig, units: list[Unit], run_id: str, metadata: d
     from actors.actor import EmbeddingActor
 
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = os.environ.get("CORPUS_EMBED_PROGRESS_BARS", "1") != "0"
+    context.enable_progress_bars = verbose
+    if hasattr(context, "print_on_execution_start"):
+        context.print_on_execution_start = verbose
     resources = config.resources
-    storage = config.storage.model_dump()
+    actor = ActorConfig(stack=config.stack_config(), pooling=config.token_pooling,
+                        granularity=config.output.granularity, dtype=config.output.dtype,
+                        keep_text=config.output.keep_text, precision=resources.precision,
+                        max_batch_tokens=resources.max_batch_tokens, torch_threads=actor_threads(config))
     items = [{"unit": json.dumps(unit.to_dict())} for unit in units]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
     dataset = dataset.map_batches(
         _read_units, batch_size=1, batch_format="pyarrow", num_cpus=READ_TASK_CPUS,
-        fn_kwargs={"input_config": config.input.model_dump(), "storage": storage, "block_rows": resources.read_block_rows},
+        fn_kwargs={"input_config": config.input.model_dump(), "storage": config.storage.model_dump(),
+                   "block_rows": resources.read_block_rows},
     )
     if isinstance(resources.actors, list):
         pool = ActorPoolStrategy(min_size=resources.actors[0], max_size=resources.actors[1])
     else:
         pool = ActorPoolStrategy(size=resources.actors)
     dataset = dataset.map_batches(
-        EmbeddingActor, fn_constructor_kwargs={"job": config.model_dump(), "torch_threads": actor_threads(resources)},
-        compute=pool,
+        EmbeddingActor, fn_constructor_kwargs={"config": actor}, compute=pool,
         batch_size=resources.batch_rows, batch_format="pyarrow",
         num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor or None,
     )
     return dataset.map_batches(
         write_parts, batch_size=None, batch_format="pyarrow", num_cpus=WRITE_TASK_CPUS,
-        fn_kwargs={"output_url": config.output.path, "storage": storage, "run_id": run_id, "metadata": metadata},
+        fn_kwargs={"output": output, "run_id": run_id, "metadata": metadata},
     )

@@ -1,18 +1,27 @@
-"""Shard discovery: which files make up the corpus, what format each is, and its fingerprint.
+"""Shard discovery: which files make up the corpus, what format each is, and its version.
 
-A shard's fingerprint is its size plus its ETag (object stores) or mtime (local disks): cheap to
-read from a listing, and it changes whenever the content is replaced, which is what the nightly
-refresh needs to find changed shards without reading them.
+A shard's version is what tells a changed shard from an unchanged one without reading it
+(``input.change_detection: stat``, the default): its size plus its ETag on object stores (a hash
+of the content the store computes), or its size, mtime and ctime on local disks. ctime matters:
+``cp -p``, ``rsync -a`` and ``tar x`` restore an old mtime on new content, but the kernel sets
+ctime to the moment of the write and no user call can set it back. The cost: ``chmod`` or
+``touch`` of a local shard also changes its ctime, and that shard is embedded again.
+
+``change_detection: content`` hashes every shard's bytes (sha256) at every run instead: exact
+whatever the filesystem, and it reads the whole input once per run to plan, before any work.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.config import InputConfig, StorageConfig
-from pipeline.storage import filesystem
+from pipeline.errors import UserError
+from pipeline.storage import filesystem, is_local_url
 
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
 FORMATS_BY_SUFFIX = {
@@ -23,7 +32,7 @@ FORMATS_BY_SUFFIX = {
 _GLOB_CHARS = set("*?[")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """The input path cannot be planned (missing, empty, or of unknown format)."""
 
 
@@ -34,10 +43,11 @@ class Shard:
     format: str       # jsonl | parquet | text
     compression: str | None
     size: int
-    version: str      # ETag or mtime
+    version: str      # ETag, size-mtime-ctime, or a content hash (see the module docstring)
 
     @property
     def fingerprint(self) -> str:
+        """A short hash of the shard's size and version: changes whenever its content is replaced."""
         return hashlib.sha1(f"{self.size}:{self.version}".encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,7 +65,10 @@ def detect_format(name: str, declared: str) -> tuple[str | None, str | None]:
     return FORMATS_BY_SUFFIX.get(suffix), compression
 
 
-def _version(info: dict[str, Any]) -> str:
+def _version(info: dict[str, Any], local: bool) -> str:
+    if local:
+        stat = os.stat(info["name"])
+        return f"{stat.st_mtime_ns}-{stat.st_ctime_ns}"
     for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified", "created"):
         value = info.get(key)
         if value not in (None, ""):
@@ -90,6 +103,7 @@ def discover_shards(config: InputConfig, storage: StorageConfig | None = None) -
 
     shards: list[Shard] = []
     skipped: list[str] = []
+    local = is_local_url(config.path)
     for name, info in sorted(entries.items()):
         if info.get("type") == "directory":
             continue
@@ -101,13 +115,15 @@ def discover_shards(config: InputConfig, storage: StorageConfig | None = None) -
             skipped.append(relative)
             continue
         shards.append(Shard(
-            url=fs.unstrip_protocol(name) if not _local(fs) else name,
+            url=name if local else fs.unstrip_protocol(name),
             key=relative,
             format=file_format,
             compression=compression,
             size=int(info.get("size") or 0),
-            version=_version(info),
+            version=_version({**info, "name": name}, local),
         ))
+    if config.change_detection == "content" and shards:
+        shards = _with_content_versions(fs, shards)
     if not shards:
         hint = f"; skipped {len(skipped)} file(s) of unknown format such as {skipped[:3]}" if skipped else ""
         raise InputError(
@@ -117,6 +133,16 @@ def discover_shards(config: InputConfig, storage: StorageConfig | None = None) -
     return shards, skipped
 
 
-def _local(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+def _with_content_versions(fs: Any, shards: list[Shard]) -> list[Shard]:
+    """The shards with a sha256 of their bytes as version (read in parallel)."""
+
+    def content_hash(shard: Shard) -> str:
+        digest = hashlib.sha256()
+        with fs.open(fs._strip_protocol(shard.url), "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return "sha256-" + digest.hexdigest()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        versions = list(pool.map(content_hash, shards))
+    return [Shard(**{**shard.to_dict(), "version": version}) for shard, version in zip(shards, versions)]

@@ -1,6 +1,10 @@
-"""One way to reach files: fsspec filesystems for local paths, ``s3://`` and ``gs://``.
+"""One way to reach files: a ``Folder`` over fsspec, for local paths, ``s3://`` and ``gs://``.
 
 Every path in corpus-embed goes through here, so object storage works wherever local files do.
+A ``Folder`` is one root (an output, an index, an input prefix) and the few operations the
+pipeline needs, all with paths relative to that root: listing, reading, one atomic write, an
+exclusive create and a compare-and-swap (for the lease), removal and moves.
+
 Credentials are never passed explicitly: s3fs/gcsfs read them from the environment, which keeps
 them out of configs, logs, run records and Parquet metadata. Transient object-storage errors
 (500/503, throttling, dropped connections) are retried with backoff by botocore's retry modes,
@@ -8,27 +12,103 @@ configured from ``storage.retries``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import uuid
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import fsspec
 
 from pipeline.config import StorageConfig
+from pipeline.errors import UserError, one_line
+
+# A probe of an object store before a run gives up after this many seconds per attempt and this
+# many retries: a refused endpoint fails within about a quarter of a minute, not after minutes of
+# the retries a running job wants (``storage.retries``).
+PROBE_CONNECT_TIMEOUT_S = 3
+PROBE_RETRIES = 2
 
 
-def storage_options(url: str, storage: StorageConfig | None) -> dict[str, Any]:
-    """fsspec keyword arguments for ``url``'s protocol, from the (credential-free) storage config."""
+class StorageError(UserError):
+    """A store that cannot be used: unreachable endpoint, missing credentials, missing bucket."""
+
+
+@contextlib.contextmanager
+def storage_errors(url: str, role: str, storage: StorageConfig | None = None) -> Iterator[None]:
+    """Turn what object-store clients raise into one-line ``StorageError``s naming ``role`` and ``url``."""
+    try:
+        yield
+    except (StorageError, FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise
+    except PermissionError as error:
+        raise StorageError(f"{role} {url!r}: access denied ({one_line(error, 200)}); check the credentials in "
+                           f"the environment and the bucket's permissions") from None
+    except Exception as error:  # noqa: BLE001 - botocore, aiohttp and gcsfs raise their own classes
+        name = type(error).__name__
+        endpoint = (storage.endpoint_url if storage else None) or "the default endpoint"
+        if "Credentials" in name or "credentials" in str(error).lower():
+            raise StorageError(f"{role} {url!r}: no credentials for {protocol_of(url)}:// (set AWS_ACCESS_KEY_ID and "
+                               f"AWS_SECRET_ACCESS_KEY in the environment, or storage.anon: true for a public "
+                               f"bucket)") from None
+        if "Connect" in name or "Timeout" in name or isinstance(error, ConnectionError):
+            raise StorageError(f"{role} {url!r}: cannot reach {endpoint} ({one_line(error, 200)}); check "
+                               f"storage.endpoint_url and the network") from None
+        raise
+
+
+def check_output_folder(url: str, storage: StorageConfig | None) -> Folder:
+    """The output folder, checked before any work: reachable, its bucket present, not a file.
+
+    Object stores are probed with a client that gives up within seconds (``PROBE_*``).
+    """
+    with storage_errors(url, "output.path", storage):
+        probe = Folder(url, storage, probe=True)
+        if not probe.is_local:
+            bucket = probe.root.split("/", 1)[0]
+            try:
+                probe.fs.info(bucket)
+            except FileNotFoundError:
+                raise StorageError(f"output.path {url!r}: bucket {bucket!r} does not exist (create it, or fix "
+                                   f"output.path)") from None
+        if probe.isfile():
+            raise StorageError(f"output.path {url!r} is a file; give a folder (or prefix) for the output")
+        if probe.is_local:
+            parent = os.path.dirname(probe.root)
+            while parent and not os.path.exists(parent):
+                parent = os.path.dirname(parent)
+            if parent and not os.path.isdir(parent):
+                raise StorageError(f"output.path {url!r}: {parent!r} is a file, not a folder")
+            if parent and not os.access(parent, os.W_OK):
+                raise StorageError(f"output.path {url!r}: {parent!r} is not writable")
+    return Folder(url, storage)
+
+
+def protocol_of(url: str) -> str:
+    return fsspec.core.split_protocol(url)[0] or "file"
+
+
+def is_local_url(url: str) -> bool:
+    return protocol_of(url) in ("file", "local")
+
+
+def storage_options(url: str, storage: StorageConfig | None, probe: bool = False) -> dict[str, Any]:
+    """fsspec keyword arguments for ``url``'s protocol, from the (credential-free) storage config.
+
+    ``probe`` makes a client that gives up fast (see ``PROBE_*``), for checks before a run.
+    """
     storage = storage or StorageConfig()
-    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    protocol = protocol_of(url)
     if protocol in ("s3", "s3a"):
-        options: dict[str, Any] = {
-            "anon": storage.anon,
-            "use_listings_cache": False,
-            "config_kwargs": {"retries": {"max_attempts": storage.retries + 1, "mode": "standard"}},
-        }
+        retries = PROBE_RETRIES if probe else storage.retries
+        config: dict[str, Any] = {"retries": {"max_attempts": retries + 1, "mode": "standard"}}
+        if probe:
+            config.update(connect_timeout=PROBE_CONNECT_TIMEOUT_S, read_timeout=PROBE_CONNECT_TIMEOUT_S * 2)
+        options: dict[str, Any] = {"anon": storage.anon, "use_listings_cache": False, "config_kwargs": config}
+        if probe:
+            options["skip_instance_cache"] = True
         if storage.endpoint_url:
             options["endpoint_url"] = storage.endpoint_url
         if storage.region:
@@ -42,64 +122,229 @@ def storage_options(url: str, storage: StorageConfig | None) -> dict[str, Any]:
     return {}
 
 
-def filesystem(url: str, storage: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(url: str, storage: StorageConfig | None = None, probe: bool = False) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``url`` and the path inside it (protocol stripped, no trailing slash)."""
-    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, storage))
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, storage, probe))
     return fs, path.rstrip("/") or path
 
 
-def open_url(url: str, mode: str = "rb", storage: StorageConfig | None = None) -> IO[Any]:
+def read_url(url: str, storage: StorageConfig | None = None) -> bytes:
+    """The whole content of one file (a config, say)."""
     fs, path = filesystem(url, storage)
-    return fs.open(path, mode)
-
-
-def is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+    with fs.open(path, "rb") as handle:
+        return handle.read()
 
 
 def join(*parts: str) -> str:
     return "/".join(part.strip("/") if index else part.rstrip("/") for index, part in enumerate(parts) if part)
 
 
-def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes, temp_dir: str | None = None) -> None:
-    """Write a whole file so readers see either nothing or all of it.
+class Folder:
+    """One folder (local or in object storage) and the operations the pipeline performs in it.
 
-    Object stores make a PUT visible only when complete; on local disks we write a temp file and
-    rename it (atomic on POSIX). ``temp_dir`` (same filesystem) keeps the temp files of a process
-    killed mid-write out of the target's folder, somewhere that is swept later.
+    Paths are relative to the folder and use ``/``. Picklable, so Ray tasks receive one as is.
     """
-    if is_local(fs):
-        parent = os.path.dirname(path)
+
+    def __init__(self, url: str, storage: StorageConfig | None = None, probe: bool = False):
+        self.url = url.rstrip("/") if "://" in url else os.path.abspath(os.path.expanduser(url))
+        self.storage = storage or StorageConfig()
+        self.fs, self.root = filesystem(self.url, self.storage, probe)
+        self.is_local = is_local_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Folder({self.url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Folder, (self.url, self.storage))
+
+    # -- naming ------------------------------------------------------------------------------
+    def path(self, relative: str = "") -> str:
+        """The filesystem path of ``relative`` (what ``self.fs`` takes)."""
+        return join(self.root, relative) if relative else self.root
+
+    def url_of(self, relative: str = "") -> str:
+        """The full URL of ``relative`` (protocol included for object stores)."""
+        return join(self.url, relative) if relative else self.url
+
+    def child(self, relative: str) -> "Folder":
+        return Folder(self.url_of(relative), self.storage)
+
+    def relative(self, path: str) -> str:
+        """``path`` (as the filesystem lists it) relative to this folder."""
+        path = path.rstrip("/")
+        return path[len(self.root):].lstrip("/") if path.startswith(self.root) else path
+
+    # -- reading -------------------------------------------------------------------------------
+    def exists(self, relative: str = "") -> bool:
+        return self.fs.exists(self.path(relative))
+
+    def isdir(self, relative: str = "") -> bool:
+        return self.fs.isdir(self.path(relative))
+
+    def isfile(self, relative: str = "") -> bool:
+        return self.fs.isfile(self.path(relative))
+
+    def info(self, relative: str = "") -> dict[str, Any]:
+        return self.fs.info(self.path(relative))
+
+    def listdir(self, relative: str = "") -> list[str]:
+        """Names directly under ``relative`` (files and folders), sorted; [] when it does not exist."""
+        try:
+            entries = self.fs.ls(self.path(relative), detail=False)
+        except FileNotFoundError:
+            return []
+        base = self.path(relative)
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries if entry.rstrip("/") != base)
+
+    def find(self, relative: str = "") -> list[str]:
+        """Every file under ``relative``, recursively, as paths relative to this folder; [] if none."""
+        try:
+            found = self.fs.find(self.path(relative))
+        except FileNotFoundError:
+            return []
+        return sorted(self.relative(path) for path in found)
+
+    def open(self, relative: str, mode: str = "rb", **kwargs: Any) -> IO[Any]:
+        return self.fs.open(self.path(relative), mode, **kwargs)
+
+    def read_bytes(self, relative: str) -> bytes:
+        with self.open(relative, "rb") as handle:
+            return handle.read()
+
+    def read_json(self, relative: str) -> Any:
+        """The JSON document at ``relative``, or None when there is none."""
+        try:
+            return json.loads(self.read_bytes(relative))
+        except FileNotFoundError:
+            return None
+
+    # -- writing -------------------------------------------------------------------------------
+    def write_atomic(self, relative: str, data: bytes) -> None:
+        """Write a whole file so readers see either nothing or all of it.
+
+        Object stores make a PUT visible only when complete; on local disks the bytes go to a
+        hidden temp file beside the target (``.tmp-*``: every reader skips it) that is fsynced
+        and renamed over it (atomic on POSIX). This is the only atomic write in the project.
+        """
+        target = self.path(relative)
+        if not self.is_local:
+            self.fs.pipe_file(target, data)
+            return
+        parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
-        if temp_dir:
-            os.makedirs(temp_dir, exist_ok=True)
-        temp = os.path.join(temp_dir or parent, f".tmp-{uuid.uuid4().hex}")
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    else:
-        fs.pipe_file(path, data)
+        temp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+    def write_json(self, relative: str, data: Any, indent: int | None = None) -> None:
+        self.write_atomic(relative, json.dumps(data, sort_keys=True, indent=indent, default=str).encode())
+
+    def create_exclusive(self, relative: str, data: bytes) -> str | None:
+        """Create ``relative`` only if it does not exist; its version token, or None if it existed.
+
+        Local disks: ``O_CREAT | O_EXCL`` (atomic, also on NFSv3+). S3: a conditional PUT
+        (``If-None-Match: *``), atomic on AWS and on servers that implement it. Elsewhere (GCS
+        through gcsfs) it falls back to look-then-write, which two writers can race.
+        """
+        target = self.path(relative)
+        if self.is_local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                descriptor = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return None
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return self.version_token(relative)
+        if protocol_of(self.url) in ("s3", "s3a"):
+            try:
+                response = self.fs.pipe_file(target, data, mode="create")
+            except FileExistsError:
+                return None
+            return _etag(response) or self.version_token(relative)
+        if self.fs.exists(target):
+            return None
+        self.fs.pipe_file(target, data)
+        return self.version_token(relative)
+
+    def replace_if(self, relative: str, data: bytes, token: str) -> str | None:
+        """Overwrite ``relative`` only if its version is still ``token``; the new token, or None if not.
+
+        S3: a conditional PUT (``If-Match: <etag>``). Local disks: compare, then an atomic rename;
+        the gap between the two is a few microseconds on one machine. GCS: compare, then write.
+        """
+        target = self.path(relative)
+        if protocol_of(self.url) in ("s3", "s3a"):
+            try:
+                response = self.fs.pipe_file(target, data, IfMatch=token)
+            except (FileNotFoundError, OSError):
+                return None
+            return _etag(response) or self.version_token(relative)
+        if self.version_token(relative) != token:
+            return None
+        self.write_atomic(relative, data)
+        return self.version_token(relative)
+
+    def version_token(self, relative: str) -> str | None:
+        """What changes whenever the file's content is replaced (ETag, or a local content hash)."""
+        try:
+            if self.is_local:
+                with open(self.path(relative), "rb") as handle:
+                    return hashlib.sha1(handle.read()).hexdigest()
+            info = self.fs.info(self.path(relative), refresh=True) if protocol_of(self.url) in ("s3", "s3a") else self.fs.info(self.path(relative))
+        except FileNotFoundError:
+            return None
+        return str(info.get("ETag") or info.get("etag") or info.get("generation") or info.get("mtime") or "").strip('"') or None
+
+    def remove(self, relative: str) -> None:
+        """Delete a file, or a folder/prefix and everything under it; a missing one is fine."""
+        target = self.path(relative)
+        try:
+            if self.fs.isdir(target):
+                self.fs.rm(target, recursive=True)
+            elif self.fs.exists(target):
+                self.fs.rm(target)
+        except FileNotFoundError:
+            pass
+        if self.is_local and relative:
+            self._drop_empty_parents(os.path.dirname(target))
+
+    def remove_if_empty(self, relative: str) -> None:
+        """Drop a local folder left empty (object stores have no empty folders)."""
+        if self.is_local:
+            self._drop_empty_parents(self.path(relative))
+
+    def _drop_empty_parents(self, folder: str) -> None:
+        while folder.startswith(self.root) and folder != self.root:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = os.path.dirname(folder)
+
+    def move(self, source: str, target: str) -> None:
+        """Move one file (a rename locally; a server-side copy then delete on object stores)."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(self.path(target)), exist_ok=True)
+            os.replace(self.path(source), self.path(target))
+            self._drop_empty_parents(os.path.dirname(self.path(source)))
+        else:
+            self.fs.mv(self.path(source), self.path(target))
 
 
-def move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
-    """Move one file (a rename locally; a server-side copy then delete on object stores)."""
-    if is_local(fs):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(source, target)
-    else:
-        fs.mv(source, target)
-
-
-def remove_tree(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Delete a folder/prefix and everything under it; a missing one is fine."""
-    try:
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
+def _etag(response: Any) -> str | None:
+    if isinstance(response, dict) and response.get("ETag"):
+        return str(response["ETag"]).strip('"')
+    return None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

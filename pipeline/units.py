@@ -1,15 +1,28 @@
-"""Deterministic units of work: a whole shard, or a range of a large Parquet shard's row groups.
+"""Deterministic units of work, and what makes a committed unit count as done (its identity).
 
-A unit's key is derived from the shard key (and range) alone, so the same input plans to the same
-units on any machine and in any run; each unit's output and ledger record live under that key.
+A unit is a whole shard, or a range of a large Parquet shard's row groups. Its key is derived from
+the shard key (and range) alone, so the same input plans to the same units on any machine and in
+any run; each unit's output and ledger record live under that key.
+
+A committed unit counts as done only if both halves of its identity still hold:
+
+- ``source``: the shard's version (size + ETag, or size + mtime + ctime locally; see
+  ``pipeline.sources``) and the unit's span of it;
+- ``settings``: every setting that shapes the unit's rows (``row_settings``): input format, text
+  and id fields, id type, max_chars, rows_per_unit, the text front-end's version, granularity,
+  dtype, keep_text, and the stack's fingerprint with its pooling.
+
+Both are short hashes in the ledger record's *name*, so planning needs one listing, never a read
+per unit, and can still say whether a unit is replaced because its shard or the settings changed.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import InputConfig, StorageConfig
+from pipeline.config import InputConfig, JobConfig, StorageConfig
 from pipeline.sources import Shard
 from pipeline.storage import filesystem, safe_name
 
@@ -22,7 +35,7 @@ class Unit:
 
     @property
     def source_fingerprint(self) -> str:
-        """Changes when the shard changes; units of one shard share it."""
+        """Changes when the shard's content or this unit's span of it changes."""
         span = ",".join(map(str, self.row_groups)) if self.row_groups else "all"
         return hashlib.sha1(f"{self.shard.fingerprint}:{span}".encode()).hexdigest()[:16]
 
@@ -78,3 +91,26 @@ def plan_units(shards: list[Shard], config: InputConfig, storage: StorageConfig 
     for shard in shards:
         units.extend(parquet_units.get(shard.key) or shard_units(shard, config, storage))
     return units
+
+
+def row_settings(config: JobConfig, stack_fingerprint: str) -> dict[str, Any]:
+    """Every setting that shapes the rows a unit yields: change one and the unit is embedded again.
+
+    Not here, on purpose: the paths (a unit is named by its shard key and the output by its
+    path), resources (speed, never rows; precision is recorded per unit instead), storage.
+    """
+    from actors.text import FRONTEND_VERSION
+
+    source = config.input
+    return {
+        "input.format": source.format, "input.text_field": source.text_field, "input.id_field": source.id_field,
+        "input.id_type": source.id_type, "input.max_chars": source.max_chars, "input.rows_per_unit": source.rows_per_unit,
+        "output.granularity": config.output.granularity, "output.dtype": config.output.dtype,
+        "output.keep_text": config.output.keep_text, "frontend": FRONTEND_VERSION,
+        "stack": stack_fingerprint, "pooling": config.token_pooling,
+    }
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """The short hash of ``row_settings`` that names committed records."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

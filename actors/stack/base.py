@@ -20,17 +20,74 @@ equal ``embed()``'s). ``fine_tune=True`` opts in: the weights get gradients and 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
+
+from actors.stack.specs import Runtime, StackSpec
 
 Sentences = Sequence[Sequence[str]]
 
 _CPU = torch.device("cpu")
 
 
-class TokenEmbeddings(nn.Module):
+class SpecModule(nn.Module):
+    """A module built from one stack spec, which describes it (sentence-transformers' habit).
+
+    ``spec_class`` names the spec; the constructor validates its settings into ``self.spec``;
+    ``get_config_dict()`` gives them back and ``load()`` builds from them. Runtime options
+    (``device``, ``precision``, ``max_batch_tokens``, ``fine_tune``) are keyword arguments beside
+    the settings and never part of the spec.
+    """
+
+    spec_class: ClassVar[type[StackSpec]]
+    spec: StackSpec
+
+    @classmethod
+    def from_spec(cls, spec: StackSpec, runtime: Runtime) -> "SpecModule":
+        """Build from a spec and runtime options (what ``spec.build()`` calls)."""
+        return cls(**spec.model_dump(), **runtime.kwargs())
+
+    @classmethod
+    def load(cls, config: dict[str, Any], runtime: Runtime | None = None) -> "SpecModule":
+        """Build from ``get_config_dict()``'s settings, as sentence-transformers' modules load."""
+        return cls.from_spec(cls.spec_class.model_validate(config), runtime or Runtime())
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The settings that define this embedding's output: its spec's fields."""
+        return self.spec.model_dump()
+
+    def model_files(self) -> list[str]:
+        """Local files whose bytes define this embedding's output (the spec resolves them)."""
+        return self.spec.files()
+
+
+
+class DocumentEmbeddings(SpecModule):
+    """Whole texts in, one float32 vector each out (sentence-transformers, flair's document embeddings).
+
+    ``embed_texts(texts)`` returns ``[len(texts), embedding_length]`` on the CPU, computed under
+    ``torch.inference_mode()``, independent of batch composition. ``embed_with_counts`` also says
+    how many model tokens each text was read as (after truncation): the output's ``n_tokens``.
+    """
+
+    embedding_length: int
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.embed_with_counts(texts)[0]
+
+    def embed_with_counts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        return _CPU
+
+
+class TokenEmbeddings(SpecModule):
     """Base class: pre-tokenized sentences in, one ``[n_tokens, embedding_length]`` tensor out each.
 
     Subclasses set ``embedding_length`` and implement ``_vectors(sentences, out)``: one float32
@@ -42,6 +99,11 @@ class TokenEmbeddings(nn.Module):
 
     Subclasses holding pretrained weights set ``fine_tune`` and list those submodules in
     ``_pretrained_modules`` (kept in eval mode unless fine-tuning).
+
+    Each subclass is built from one spec (``actors.stack.specs``): ``spec_class`` names it, the
+    constructor validates its settings into ``self.spec``, and ``get_config_dict()`` /
+    ``load()`` round-trip it. Runtime options (``device``, ``precision``, ``max_batch_tokens``,
+    ``fine_tune``) are keyword arguments beside the settings and never part of the spec.
     """
 
     embedding_length: int
@@ -85,14 +147,6 @@ class TokenEmbeddings(nn.Module):
     def is_trainable(self) -> bool:
         """Whether any parameter of this module (fine-tuned weights, a trainable mix) requires grad."""
         return any(parameter.requires_grad for parameter in self.parameters())
-
-    def config(self) -> dict[str, Any]:
-        """The settings that define this embedding's output (used for the stack fingerprint)."""
-        raise NotImplementedError
-
-    def model_files(self) -> list[str]:
-        """Local files whose bytes define this embedding's output (used for the fingerprint)."""
-        return []
 
     def _pretrained_modules(self) -> list[nn.Module]:
         """The submodules holding pretrained weights (frozen unless ``fine_tune``)."""

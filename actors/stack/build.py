@@ -1,55 +1,27 @@
-"""Build a stack from the config's ``stack:`` section (``[{"transformer": {...}}, {"flair": {...}}]``)."""
+"""Build a stack from specs: each spec builds its own module (``spec.build()``), in list order."""
 from __future__ import annotations
 
-import importlib
-import inspect
-from typing import Any
+from typing import Any, Sequence
 
-from actors.stack.base import TokenEmbeddings
+from actors.stack.specs import Runtime, StackSpec, parse_stack
 from actors.stack.stacked import StackedEmbeddings
 
-_CLASSES = {
-    "transformer": ("actors.stack.transformer", "TransformerWordEmbeddings"),
-    "flair": ("actors.stack.flair", "FlairEmbeddings"),
-    "elmo": ("actors.stack.elmo", "ELMoEmbeddings"),
-    "word": ("actors.stack.word", "WordEmbeddings"),
-}
 
+def build_stack(stack: Sequence[StackSpec | dict[str, Any]] | StackSpec, runtime: Runtime | None = None,
+                **options: Any) -> Any:
+    """A ``StackedEmbeddings`` of token embeddings, or the one document-level embedding.
 
-def _spec_of(config: Any) -> list[dict[str, Any]]:
-    if hasattr(config, "stack_spec"):
-        return config.stack_spec()
-    if isinstance(config, dict) and "stack" in config:
-        config = config["stack"]
-    spec = []
-    for layer in config:
-        if hasattr(layer, "kind"):
-            spec.append({layer.kind: layer.settings.model_dump()})
-        else:
-            spec.append(dict(layer))
-    return spec
-
-
-def build_layer(kind: str, settings: dict[str, Any], **runtime: Any) -> TokenEmbeddings:
-    """One embedding; ``runtime`` (device, max_batch_tokens, ...) is passed where the class takes it."""
-    if kind not in _CLASSES:
-        raise ValueError(f"unknown stack layer kind {kind!r}; known: {', '.join(_CLASSES)}")
-    module, name = _CLASSES[kind]
-    cls = getattr(importlib.import_module(module), name)
-    accepted = inspect.signature(cls).parameters
-    extra = {key: value for key, value in runtime.items() if key in accepted and value is not None}
-    return cls(**{**settings, **extra})
-
-
-def build_stack(config: Any, **runtime: Any) -> StackedEmbeddings:
-    """A StackedEmbeddings from a JobConfig, its ``stack`` list, or plain dicts.
-
-    ``runtime`` options (``device``, ``max_batch_tokens``, ``precision``) do not change outputs
-    beyond tolerance and are not part of the fingerprint.
+    ``stack`` is a list of specs or config-form entries (``[{"transformer": {...}}, ...]``).
+    ``runtime`` (or its fields as keyword arguments: ``device``, ``precision``,
+    ``max_batch_tokens``, ``fine_tune``) changes speed and memory, never the fingerprint.
+    A document-level kind (``sentence_transformer``, ``transformer_document``) embeds whole texts
+    and cannot be stacked with anything else.
     """
-    spec = _spec_of(config)
-    layers = []
-    for layer in spec:
-        ((kind, settings),) = layer.items()
-        layers.append(build_layer(kind, dict(settings), **runtime))
-    return StackedEmbeddings(layers, spec=spec)
+    specs = parse_stack(stack)
+    runtime = runtime or Runtime(**{key: value for key, value in options.items() if value is not None})
+    if any(spec.document_level for spec in specs):
+        if len(specs) != 1:
+            kinds = [spec.kind for spec in specs]
+            raise ValueError(f"a document-level embedding embeds whole texts and is a stack of its own; got {kinds}")
+        return specs[0].build(runtime)
+    return StackedEmbeddings([spec.build(runtime) for spec in specs])

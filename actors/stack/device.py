@@ -7,7 +7,16 @@ from typing import Iterator
 
 import torch
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+# float64 matters to ELMo only (its LSTM recurrence in float64, its CPU default under ``auto``);
+# every other layer runs plain float32 under it.
+PRECISIONS = ("auto", "float32", "float64", "bfloat16", "float16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS``; a ValueError naming them otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -26,9 +35,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     encoder 2-3x and a 2048-wide LSTM 3-5x faster than float32, at a cosine similarity of about
     0.9999 to the float32 vectors (see bench/README.md). Elsewhere it is emulated and slow.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "float32" or (precision == "auto" and device.type != "cuda"):
+    check_precision(precision)
+    if precision in ("float32", "float64") or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

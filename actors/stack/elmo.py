@@ -7,7 +7,6 @@ state (see ``elmo_model`` for the network and why it is stateless).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,56 +15,11 @@ from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings
 from actors.stack.batching import budget_batches
-from actors.stack.device import autocast, pick_device
+from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.elmo_model import ElmoBiLm, ElmoOptions, batch_char_ids, load_elmo_weights
-from actors.stack.registry import ELMO_MODELS, ModelNotFoundError, resolve_file
+from actors.stack.specs import ElmoSpec
 
-EMBEDDING_MODES = ("all", "top", "average")
-PRECISIONS = ("auto", "float64", "float32", "bfloat16", "float16")
-# Flair accepts "portuguese" for the published Portuguese model.
-MODEL_ALIASES = {"portuguese": "pt"}
-OPTIONS_NAME, WEIGHTS_NAME = "options.json", "weights.hdf5"
-
-
-def _folder_files(folder: str) -> tuple[str, str]:
-    """``options.json`` + ``weights.hdf5`` in ``folder``, else its only ``*.json`` and ``*.hdf5`` (AllenNLP's names)."""
-    found = []
-    for name, pattern in ((OPTIONS_NAME, "*.json"), (WEIGHTS_NAME, "*.hdf5")):
-        exact = Path(folder) / name
-        candidates = [exact] if exact.is_file() else sorted(Path(folder).glob(pattern))
-        if len(candidates) != 1:
-            raise ModelNotFoundError(
-                f"ELMo folder {folder!r} must hold {OPTIONS_NAME} and {WEIGHTS_NAME} "
-                f"(or exactly one *.json and one *.hdf5); found for {pattern}: {[c.name for c in candidates]}"
-            )
-        found.append(str(candidates[0]))
-    return found[0], found[1]
-
-
-def resolve_elmo_files(model: str, options_file: str | None = None, weight_file: str | None = None) -> tuple[str, str]:
-    """Local paths of the options and weights: explicit files win, else ``model`` as a folder or published name.
-
-    Published names (``small``, ``medium``, ``original``, ``pt``, ``pubmed``) resolve through the
-    registry: cache, then the mirror, then AllenNLP's URL. Explicit files may be paths or URLs.
-    """
-    options = resolve_file("elmo", options_file).path if options_file else None
-    weights = resolve_file("elmo", weight_file).path if weight_file else None
-    if options and weights:
-        return options, weights
-    folder = os.path.expanduser(model)
-    if os.path.isdir(folder):
-        folder_options, folder_weights = _folder_files(folder)
-        return options or folder_options, weights or folder_weights
-    name = MODEL_ALIASES.get(model, model)
-    try:
-        options = options or resolve_file("elmo", name, {k: v[0] for k, v in ELMO_MODELS.items()}).path
-        weights = weights or resolve_file("elmo", name, {k: v[1] for k, v in ELMO_MODELS.items()}).path
-    except ModelNotFoundError as error:
-        raise ModelNotFoundError(
-            f"ELMo model {model!r} is neither a folder with {OPTIONS_NAME} + {WEIGHTS_NAME} nor a file "
-            f"that could be found. {error}"
-        ) from error
-    return options, weights
+DEFAULT_MAX_BATCH_TOKENS = 4096
 
 
 class ELMoEmbeddings(TokenEmbeddings):
@@ -89,29 +43,30 @@ class ELMoEmbeddings(TokenEmbeddings):
     through ``forward``; by default they are frozen.
     """
 
+    spec_class = ElmoSpec
+
     def __init__(
         self,
         model: str = "original",
-        options_file: str | None = None,
-        weight_file: str | None = None,
-        embedding_mode: str = "all",
-        max_batch_tokens: int = 4096,
+        *,
+        max_batch_tokens: int | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
         fine_tune: bool = False,
+        **settings: Any,
     ):
         super().__init__()
-        if embedding_mode not in EMBEDDING_MODES:
-            raise ValueError(f"embedding_mode must be one of {EMBEDDING_MODES}, got {embedding_mode!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.spec = spec = ElmoSpec(model=model, **settings)
+        check_precision(precision)
+        max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        embedding_mode = spec.embedding_mode
         self.name = model
         self.embedding_mode = embedding_mode
         self.max_batch_tokens = max_batch_tokens
         self.precision = precision
-        self.options_file, self.weight_file = resolve_elmo_files(model, options_file, weight_file)
+        self.options_file, self.weight_file = spec.files()
         self.options = json.loads(Path(self.options_file).read_text())
         self.bilm = ElmoBiLm(ElmoOptions.from_dict(self.options))
         load_elmo_weights(self.bilm, self.weight_file)
@@ -159,18 +114,6 @@ class ELMoEmbeddings(TokenEmbeddings):
                     n_tokens = lengths[b] - 2
                     results[indexes[b]] = vectors[row, 1 : n_tokens + 1].clone()
         return results
-
-    def config(self) -> dict[str, Any]:
-        """The settings that define the vectors: the network's options and the mode (files are hashed apart)."""
-        return {
-            "type": "elmo",
-            "embedding_mode": self.embedding_mode,
-            "precision": self.precision,
-            "options": self.options,
-        }
-
-    def model_files(self) -> list[str]:
-        return [self.options_file, self.weight_file]
 
     def extra_repr(self) -> str:
         return f"model={self.name!r}, embedding_mode={self.embedding_mode!r}"

@@ -1,16 +1,18 @@
-"""The stack fingerprint: a stable hash of the stack's config and the bytes of its model files.
+"""The stack fingerprint: a stable hash of the stack's identity and the bytes of its model files.
 
 Outputs record it, and a run refuses to add vectors from another stack to an output. Torch-free,
-so the driver can compute it while planning, from the same config the actors build from.
+so the driver computes it while planning, from the same specs the actors build from: each spec
+says its identity (settings without file locations) and its files (all of them, companions too).
+Runtime options (device, precision, batch budgets) are not part of it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
-from actors.stack import registry
+from actors.stack.specs import StackSpec
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -28,16 +30,15 @@ def file_digest(path: str) -> str:
     return _FILE_HASHES[key]
 
 
-def files_fingerprint(config: Any, files: list[str] | list[list[str]]) -> str:
-    """Hash of a JSON-able config plus the content (not the location) of each file.
+def files_fingerprint(config: Any, files: Sequence[Sequence[str]]) -> str:
+    """Hash of a JSON-able config plus the content (not the location) of each group of files.
 
-    ``files`` may be grouped per model: inside a group of several files (a model folder) each
-    file's path relative to the group matters; a single-file model is identified by bytes alone,
-    so the same file copied or renamed elsewhere is the same stack.
+    Inside a group of several files (a model folder) each file's path relative to the group
+    matters; a single-file model is identified by its bytes alone, so the same file copied or
+    renamed elsewhere is the same stack.
     """
-    groups = [group if isinstance(group, list) else [group] for group in files]
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for group in groups:
+    for group in files:
         base = os.path.commonpath(group) if len(group) > 1 else None
         for path in group:
             if base is not None:
@@ -46,43 +47,10 @@ def files_fingerprint(config: Any, files: list[str] | list[list[str]]) -> str:
     return digest.hexdigest()[:32]
 
 
-def layer_files(kind: str, settings: dict[str, Any]) -> list[str]:
-    """The local model files one stack layer reads, resolved through the registry."""
-    if kind == "transformer":
-        resolved = registry.resolve_transformer(settings.get("model", "default")).path
-        return registry.model_file_list(resolved)
-    if kind == "flair":
-        return [registry.resolve_file("flair", settings["model"], registry.FLAIR_MODELS).path]
-    if kind == "elmo":
-        if settings.get("options_file") and settings.get("weight_file"):
-            return [registry.resolve_file("elmo", settings["options_file"]).path,
-                    registry.resolve_file("elmo", settings["weight_file"]).path]
-        model = os.path.expanduser(settings.get("model", "original"))
-        if os.path.isdir(model):
-            return registry.model_file_list(model)
-        options_url, weights_url = registry.ELMO_MODELS.get(model, (model, model))
-        return [registry.resolve_file("elmo", options_url).path, registry.resolve_file("elmo", weights_url).path]
-    if kind == "word":
-        table = getattr(registry, "WORD_MODELS", {})
-        return [registry.resolve_file("word", settings["embeddings"], table).path]
-    raise ValueError(f"unknown stack layer kind {kind!r}")
+def stack_fingerprint(specs: Sequence[StackSpec], pooling: str | None = None) -> str:
+    """Fingerprint of a stack (its specs, in order) and its pooling.
 
-
-def _portable(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings without file locations: the same model read from another path is the same stack."""
-    location_keys = {"model", "options_file", "weight_file", "embeddings"}
-    return {key: value for key, value in settings.items() if key not in location_keys}
-
-
-def stack_fingerprint(spec: list[dict[str, Any]], pooling: str | None = None) -> str:
-    """Fingerprint of a stack spec (``[{"transformer": {...}}, ...]``) and its pooling."""
-    config = []
-    files: list[list[str]] = []
-    for layer in spec:
-        ((kind, settings),) = layer.items()
-        found = layer_files(kind, settings)
-        # A hub model with no local files is identified by its name instead of its bytes.
-        config.append({kind: _portable(kind, settings) if found else settings})
-        if found:
-            files.append(found)
-    return files_fingerprint({"stack": config, "pooling": pooling}, files)
+    Raises ``registry.ModelNotFoundError`` when a spec's files cannot be found.
+    """
+    identity = [spec.identity() for spec in specs]
+    return files_fingerprint({"stack": identity, "pooling": pooling}, [spec.files() for spec in specs])

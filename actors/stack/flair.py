@@ -31,9 +31,10 @@ from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings
 from actors.stack.batching import total_budget_batches
-from actors.stack.device import PRECISIONS, autocast, autocast_dtype, pick_device
+from actors.stack.device import autocast, autocast_dtype, check_precision, pick_device
 from actors.stack.registry import FLAIR_MODELS, resolve_file
 from actors.stack.safe_pickle import FlairDictionary, load_flair_lm
+from actors.stack.specs import FlairSpec
 
 _RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -123,20 +124,31 @@ def lm_input(
     with_whitespace: bool,
     delimiter: str = "\n",
     is_lower: bool = False,
+    tokenized_lm: bool = True,
 ) -> tuple[str, _LMInput]:
-    """The LM input string of one sentence, its char ids and the positions read (Flair's offset rules)."""
-    text = " ".join(tokens)
+    """The LM input string of one sentence, its char ids and the positions read (Flair's offset rules).
+
+    ``tokenized_lm`` (Flair's default) joins the tokens by single spaces. Otherwise the LM reads the
+    text as written, each token followed by its ``whitespace_after`` spaces (tokens from
+    ``actors.text.tokenize`` carry it; plain strings count as followed by one), the end stripped,
+    as Flair's ``Sentence.to_plain_string()``; offsets then skip one position after a token only
+    where whitespace follows it, exactly as Flair reads them.
+    """
+    gaps = [1 if tokenized_lm else int(getattr(token, "whitespace_after", 1)) for token in tokens]
+    text = "".join(token + " " * gap for token, gap in zip(tokens, gaps)).rstrip() if tokens else ""
     lm_text = _lower_keeping_length(text) if is_lower else text
     string = f"{delimiter}{lm_text if is_forward_lm else lm_text[::-1]} "
     positions: list[int] = []
     offset_forward = len(delimiter)
     offset_backward = len(text) + len(delimiter)
-    for token in tokens:
+    for token, gap in zip(tokens, gaps):
         offset_forward += len(token)
         at = offset_forward if is_forward_lm else offset_backward
         positions.append(at if with_whitespace else at - 1)
-        offset_forward += 1
-        offset_backward -= 1 + len(token)
+        if gap:
+            offset_forward += 1
+            offset_backward -= 1
+        offset_backward -= len(token)
     return string, _LMInput(dictionary.char_ids(string), positions)
 
 
@@ -155,7 +167,10 @@ class FlairEmbeddings(TokenEmbeddings):
             (backward LM) instead of at the word's own boundary character.
         chars_per_chunk: characters per LSTM call; bounds memory, never changes the output.
         is_lower: lowercase the text before the LM reads it (for LMs trained on lowercased text).
+        tokenized_lm: the LM reads the tokens joined by single spaces (Flair's default); False reads
+            the text as written, from each token's ``whitespace_after``.
         max_batch_chars: characters per batch, all sentences together (packed: padding costs nothing).
+            A stack's ``max_batch_tokens`` is accepted and not used: a char LM's budget is characters.
         device: where the LM runs (default: the first GPU, else the CPU).
         precision: ``auto`` | ``float32`` | ``bfloat16`` | ``float16``: ``auto`` autocasts on GPU and is
             exact float32 on CPU; an explicit ``bfloat16`` autocasts on CPU too (3-5x faster for a
@@ -164,26 +179,28 @@ class FlairEmbeddings(TokenEmbeddings):
             default they are frozen.
     """
 
+    spec_class = FlairSpec
+
     def __init__(
         self,
         model: str | os.PathLike[str],
-        with_whitespace: bool = True,
-        chars_per_chunk: int = 512,
-        is_lower: bool = False,
+        *,
         max_batch_chars: int = 32768,
+        max_batch_tokens: int | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
         fine_tune: bool = False,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        if chars_per_chunk < 1:
-            raise ValueError(f"chars_per_chunk must be >= 1, got {chars_per_chunk}")
+        self.spec = spec = FlairSpec(model=os.fspath(model), **settings)
         if max_batch_chars < 1:
             raise ValueError(f"max_batch_chars must be >= 1, got {max_batch_chars}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.model = os.fspath(model)
-        self.model_path = resolve_flair_model(model)
+        check_precision(precision)
+        with_whitespace, chars_per_chunk, is_lower = spec.with_whitespace, spec.chars_per_chunk, spec.is_lower
+        self.tokenized_lm = spec.tokenized_lm
+        self.model = spec.model
+        self.model_path = resolve_flair_model(spec.model)
         state = load_flair_lm(self.model_path)
         self.lm = CharLanguageModel.from_flair_state(state, self.model_path)
         self.dictionary: FlairDictionary = state["dictionary"]
@@ -206,22 +223,11 @@ class FlairEmbeddings(TokenEmbeddings):
     def _pretrained_modules(self) -> list[nn.Module]:
         return [self.lm]
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "type": "FlairEmbeddings",
-            "model": self.model,
-            "with_whitespace": self.with_whitespace,
-            "is_lower": self.is_lower,
-            "precision": self.precision,
-        }
-
-    def model_files(self) -> list[str]:
-        return [self.model_path]
-
     def lm_input(self, tokens: Sequence[str]) -> tuple[str, _LMInput]:
         """The exact string this LM reads for ``tokens`` and the char ids and positions used."""
         return lm_input(
-            tokens, self.dictionary, self.is_forward_lm, self.with_whitespace, self.document_delimiter, self.is_lower
+            tokens, self.dictionary, self.is_forward_lm, self.with_whitespace, self.document_delimiter, self.is_lower,
+            self.tokenized_lm,
         )
 
     def _vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:

@@ -301,8 +301,10 @@ def packaged_transformer_path() -> str:
 def resolve_transformer(name: str) -> Resolution:
     """Resolve a transformer model: alias of the packaged default, local folder, URL, mirror or hub name.
 
-    A hub name that is neither cached here nor in the mirror is returned as is, for
-    ``transformers`` to find in its own cache (``HF_HOME``); loading then fails with its message.
+    A hub name that is neither cached here nor in the mirror is looked up in the hub's own cache
+    (``HF_HOME``) and, unless ``HF_HUB_OFFLINE`` is set, downloaded from the hub (configs,
+    tokenizer and safetensors only). A name found nowhere raises ``ModelNotFoundError`` naming
+    every place looked at, so a run refuses it before any work.
     """
     if name in DEFAULT_TRANSFORMER_ALIASES:
         return Resolution(packaged_transformer_path(), (f"packaged model for {name!r}",))
@@ -323,7 +325,53 @@ def resolve_transformer(name: str) -> Resolution:
     mirrored = _from_mirror(f"transformers/{name}", cached, tried)
     if mirrored:
         return mirrored
-    return Resolution(name, tuple(tried) + ("hub cache",))
+    hub = _from_hub(name, tried)
+    if hub:
+        return hub
+    raise ModelNotFoundError(
+        f"transformer model {name!r} not found. Looked at: " + "; ".join(tried)
+        + f". Give a local folder, copy the model to {cached}, or set {MIRROR_ENV} to a prefix holding "
+        f"transformers/{name}/."
+    )
+
+
+# What a transformer or sentence-transformers model needs from its hub repository: configs,
+# tokenizer files and safetensors weights (never pickled ``.bin`` weights, which are not loaded).
+HUB_PATTERNS = ("*.json", "*.txt", "*.model", "*.safetensors", "*tokenizer*", "*vocab*", "*merges*")
+
+
+def _from_hub(name: str, tried: list[str]) -> Resolution | None:
+    """A hub model's snapshot folder: from the hub cache (``HF_HOME``), else downloaded when online."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:
+        return None
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    attempts = [True] if offline else [True, False]
+    for local_only in attempts:
+        tried.append("hub cache" if local_only else f"hub repository {name}")
+        try:
+            folder = snapshot_download(name, allow_patterns=list(HUB_PATTERNS), local_files_only=local_only)
+        except (HFValidationError, OSError, ValueError):
+            continue
+        except Exception:  # noqa: BLE001 - the hub client raises its own HTTP errors; any of them means "not here"
+            continue
+        if os.path.isdir(folder) and os.path.exists(os.path.join(folder, "config.json")):
+            return Resolution(folder, tuple(tried))
+    return None
+
+
+def quiet_loading() -> None:
+    """No per-weight progress bars from ``transformers`` while a model loads (they would land in job logs)."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+def transformer_files(name: str) -> list[str]:
+    """Every file of a transformer model (resolved as ``resolve_transformer`` does): its identity's bytes."""
+    return model_file_list(resolve_transformer(name).path)
 
 
 def model_file_list(path: str) -> list[str]:

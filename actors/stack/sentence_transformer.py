@@ -47,11 +47,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from actors.stack.base import evaluating, ordinary
+from actors.stack.base import DocumentEmbeddings, evaluating, ordinary
 from actors.stack.batching import budget_batches
-from actors.stack.device import PRECISIONS, autocast, pick_device
-from actors.stack.registry import resolve_transformer
-from actors.stack.st_files import declared_prompts, pickled_weight_files, sentence_transformer_files
+from actors.stack.device import autocast, check_precision, pick_device
+from actors.stack.registry import quiet_loading, resolve_transformer
+from actors.stack.specs import SentenceTransformerSpec
+from actors.stack.st_files import declared_prompts, pickled_weight_files
 
 QUERY_PROMPT_NAME = "query"
 # Per-call processor settings for one unpadded tokenization of all texts (padding comes per batch).
@@ -71,7 +72,7 @@ class _Tokenized:
         return [len(ids) for ids in self.rows["input_ids"]]
 
 
-class SentenceTransformerEmbeddings(nn.Module):
+class SentenceTransformerEmbeddings(DocumentEmbeddings):
     """One vector per text, as ``SentenceTransformer(model).encode(text, prompt=...)`` gives it.
 
     ``model``: a local folder, an object-storage folder or a hub name (see ``registry``);
@@ -86,24 +87,22 @@ class SentenceTransformerEmbeddings(nn.Module):
     are frozen and stay in eval mode).
     """
 
+    spec_class = SentenceTransformerSpec
+
     def __init__(
         self,
         model: str = "default",
-        prompt: str | None = None,
-        prompt_name: str | None = None,
         *,
         device: str | torch.device | None = None,
         precision: str = "auto",
         max_batch_tokens: int | None = None,
         fine_tune: bool = False,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        if prompt is not None and prompt_name is not None:
-            raise ValueError(
-                f"give either prompt or prompt_name, not both (prompt={prompt!r}, prompt_name={prompt_name!r})"
-            )
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.spec = spec = SentenceTransformerSpec(model=model, **settings)
+        prompt, prompt_name = spec.prompt, spec.prompt_name
+        check_precision(precision)
         if max_batch_tokens is not None and max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
 
@@ -163,12 +162,6 @@ class SentenceTransformerEmbeddings(nn.Module):
         return self.model.tokenizer
 
     @property
-    def device(self) -> torch.device:
-        for tensor in self.parameters():
-            return tensor.device
-        return _CPU
-
-    @property
     def is_trainable(self) -> bool:
         return any(parameter.requires_grad for parameter in self.parameters())
 
@@ -180,24 +173,7 @@ class SentenceTransformerEmbeddings(nn.Module):
                 if dimension is not None:
                     return int(dimension)
         with torch.inference_mode():
-            return int(self._vectors([""], self.text_prompt, None, _CPU).shape[-1])
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "type": "SentenceTransformerEmbeddings",
-            "model": self.model_name,
-            "model_folder": os.path.basename(os.path.normpath(self.model_path)),
-            "prompt": self.text_prompt,
-            "query_prompt": self.query_prompt,
-            "max_seq_length": self.max_seq_length,
-            "truncate_dim": self.truncate_dim,
-            "precision": self.precision,
-            "embedding_length": self.embedding_length,
-        }
-
-    def model_files(self) -> list[str]:
-        """The files whose bytes define the vectors (for the stack fingerprint)."""
-        return sentence_transformer_files(self.model_path)
+            return int(self._vectors([""], self.text_prompt, None, _CPU)[0].shape[-1])
 
     def train(self, mode: bool = True) -> "SentenceTransformerEmbeddings":
         """As ``nn.Module.train``, except that frozen weights stay in eval mode (no dropout noise)."""
@@ -208,8 +184,9 @@ class SentenceTransformerEmbeddings(nn.Module):
 
     # ------------------------------------------------------------------ embedding
 
-    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Float32 CPU ``[len(texts), embedding_length]``, row ``i`` for ``texts[i]``, with ``text_prompt``."""
+    def embed_with_counts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+        """Float32 CPU ``[len(texts), embedding_length]``, row ``i`` for ``texts[i]``, with ``text_prompt``;
+        and each text's token count after truncation (prompt and special tokens included)."""
         return self._embed(texts, self.text_prompt, None)
 
     def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
@@ -219,7 +196,7 @@ class SentenceTransformerEmbeddings(nn.Module):
         one, else the same prompt as ``embed_texts``; the model's modules see ``task="query"``
         (which only a Router model acts on, sending queries down its query route).
         """
-        return self._embed(texts, self.query_prompt, QUERY_PROMPT_NAME)
+        return self._embed(texts, self.query_prompt, QUERY_PROMPT_NAME)[0]
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """``[len(texts), embedding_length]`` on the module's device, for user models.
@@ -229,20 +206,22 @@ class SentenceTransformerEmbeddings(nn.Module):
         """
         texts = _checked(texts)
         if torch.is_grad_enabled() and self.is_trainable:
-            return self._vectors(texts, self.text_prompt, None, self.device)
+            return self._vectors(texts, self.text_prompt, None, self.device)[0]
         with torch.no_grad():
-            return self._vectors(texts, self.text_prompt, None, self.device)
+            return self._vectors(texts, self.text_prompt, None, self.device)[0]
 
-    def _embed(self, texts: Sequence[str], prompt: str | None, task: str | None) -> torch.Tensor:
+    def _embed(self, texts: Sequence[str], prompt: str | None, task: str | None) -> tuple[torch.Tensor, list[int]]:
         texts = _checked(texts)
         with torch.inference_mode(), evaluating(self):
-            vectors = self._vectors(texts, prompt, task, _CPU)
-        return ordinary([vectors])[0]
+            vectors, lengths = self._vectors(texts, prompt, task, _CPU)
+        return ordinary([vectors])[0], lengths
 
-    def _vectors(self, texts: list[str], prompt: str | None, task: str | None, out: torch.device) -> torch.Tensor:
-        """Float32 ``[n, dim]`` on ``out``: batches by padded-token budget, longest first, then input order."""
+    def _vectors(self, texts: list[str], prompt: str | None, task: str | None,
+                 out: torch.device) -> tuple[torch.Tensor, list[int]]:
+        """Float32 ``[n, dim]`` on ``out`` and each text's token count: batches by padded-token budget,
+        longest first, then input order."""
         if not texts:
-            return torch.zeros(0, self.embedding_length, device=out)
+            return torch.zeros(0, self.embedding_length, device=out), []
         kwargs = {"task": task} if task is not None else {}
         tokenized = self._tokenize_all(texts, prompt, kwargs)
         lengths = tokenized.lengths if tokenized is not None else self._lengths(texts, prompt)
@@ -262,7 +241,7 @@ class SentenceTransformerEmbeddings(nn.Module):
             pieces.append(embedded.float().to(out))
             order.extend(batch)
         inverse = torch.from_numpy(np.argsort(np.asarray(order, dtype=np.int64), kind="stable")).to(out)
-        return torch.cat(pieces).index_select(0, inverse)
+        return torch.cat(pieces).index_select(0, inverse), [int(length) for length in lengths]
 
     # ------------------------------------------------------------------ tokenization
 
@@ -338,6 +317,7 @@ def _load(path: str, device: torch.device) -> nn.Module:
         )
     from sentence_transformers import SentenceTransformer
 
+    quiet_loading()
     model = SentenceTransformer(
         path, device=str(device), trust_remote_code=False, model_kwargs={"use_safetensors": True}
     )

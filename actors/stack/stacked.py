@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings
+from actors.stack.specs import StackSpec
 
 
 class StackedEmbeddings(TokenEmbeddings):
@@ -17,29 +18,28 @@ class StackedEmbeddings(TokenEmbeddings):
     frozen members only feed it.
     """
 
-    def __init__(self, embeddings: Sequence[TokenEmbeddings], spec: list[dict[str, Any]] | None = None):
+    def __init__(self, embeddings: Sequence[TokenEmbeddings]):
         super().__init__()
         if not embeddings:
             raise ValueError("StackedEmbeddings needs at least one embedding")
         self.embeddings = nn.ModuleList(embeddings)
         self.embedding_length = sum(emb.embedding_length for emb in embeddings)
-        # The config the stack was built from (build_stack sets it): the fingerprint's source.
-        self.spec = spec
+        # Each member's spec, in order: what the stack is, for the fingerprint and the manifest.
+        self.specs: list[StackSpec] = [emb.spec for emb in embeddings]
 
     def _vectors(self, sentences: Sentences, out: torch.device) -> list[torch.Tensor]:
         parts = [emb._vectors(sentences, out) for emb in self.embeddings]
         return [torch.cat([part[i] for part in parts], dim=-1) for i in range(len(sentences))]
 
-    def config(self) -> dict[str, Any]:
-        return {"stacked": [emb.config() for emb in self.embeddings]}
+    def get_config_dict(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """The stack in config form, ``[{kind: settings}, ...]``."""
+        return [spec.get_config_dict() for spec in self.specs]
 
     def model_files(self) -> list[str]:
         return [path for emb in self.embeddings for path in emb.model_files()]
 
     def fingerprint(self, pooling: str | None = None) -> str:
-        """Stable hash of the stack's config and its model files' bytes (see actors.stack.fingerprint)."""
-        from actors.stack.fingerprint import files_fingerprint, stack_fingerprint
+        """Stable hash of the stack's specs and its model files' bytes (see actors.stack.fingerprint)."""
+        from actors.stack.fingerprint import stack_fingerprint
 
-        if self.spec is not None:
-            return stack_fingerprint(self.spec, pooling)
-        return files_fingerprint({"stack": self.config(), "pooling": pooling}, self.model_files())
+        return stack_fingerprint(self.specs, pooling)

@@ -40,12 +40,12 @@ from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings, evaluating, ordinary
 from actors.stack.batching import budget_batches
-from actors.stack.device import PRECISIONS, autocast, pick_device
-from actors.stack.registry import model_file_list, resolve_transformer
+from actors.stack.device import autocast, check_precision, pick_device
+from actors.stack.registry import quiet_loading, resolve_transformer
 from actors.stack.scalar_mix import ScalarMix
+from actors.stack.specs import TransformerSpec
 
-POOLINGS = ("first", "last", "first_last", "mean")
-COMBINES = ("mean", "sum", "concat", "scalar_mix")
+DEFAULT_MAX_BATCH_TOKENS = 8192
 
 # Tokenizers that do not know their window report a huge sentinel; beyond this we ask the config.
 _UNSET_MAX_LENGTH = 1_000_000
@@ -84,6 +84,7 @@ def _load(path: str, device: torch.device) -> _LoadedModel:
 def _load_uncached(path: str, device: torch.device) -> _LoadedModel:
     from transformers import AutoModel, AutoTokenizer
 
+    quiet_loading()
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
@@ -218,35 +219,27 @@ class TransformerWordEmbeddings(TokenEmbeddings):
     ``hidden_size``.
     """
 
+    spec_class = TransformerSpec
+
     def __init__(
         self,
         model: str = "default",
-        layers: str = "-1",
-        layer_mean: bool = True,
-        subtoken_pooling: str = "first",
-        use_scalar_mix: bool = False,
-        scalar_mix_weights: Sequence[float] | None = None,
-        scalar_mix_gamma: float = 1.0,
-        scalar_mix_layer_norm: bool = False,
-        layer_combine: str | None = None,
-        allow_long_sentences: bool = True,
-        max_batch_tokens: int = 8192,
+        *,
+        max_batch_tokens: int | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
         fine_tune: bool = False,
         scalar_mix_trainable: bool | None = None,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        if subtoken_pooling not in POOLINGS:
-            raise ValueError(f"subtoken_pooling must be one of {POOLINGS}, got {subtoken_pooling!r}")
-        if layer_combine is None:
-            layer_combine = "scalar_mix" if use_scalar_mix else ("mean" if layer_mean else "concat")
-        if layer_combine not in COMBINES:
-            raise ValueError(f"layer_combine must be one of {COMBINES}, got {layer_combine!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.spec = spec = TransformerSpec(model=model, **settings)
+        max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
+        layer_combine = spec.layer_combine or ("scalar_mix" if spec.use_scalar_mix else ("mean" if spec.layer_mean else "concat"))
+        check_precision(precision)
         if max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        layers, subtoken_pooling, allow_long_sentences = spec.layers, spec.subtoken_pooling, spec.allow_long_sentences
 
         self.model_name = model
         self.model_path = resolve_transformer(model).path
@@ -276,12 +269,11 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         if layer_combine == "scalar_mix":
             self.scalar_mix = ScalarMix(
                 len(self.layer_indexes),
-                do_layer_norm=scalar_mix_layer_norm,
-                initial_scalar_parameters=scalar_mix_weights,
-                gamma=scalar_mix_gamma,
+                do_layer_norm=spec.scalar_mix_layer_norm,
+                initial_scalar_parameters=spec.scalar_mix_weights,
+                gamma=spec.scalar_mix_gamma,
                 trainable=self.fine_tune if scalar_mix_trainable is None else bool(scalar_mix_trainable),
             ).to(target)
-        self.scalar_mix_layer_norm = scalar_mix_layer_norm
 
         hidden_size = int(self.model.config.hidden_size)
         self._combined_width = hidden_size * (len(self.layer_indexes) if layer_combine == "concat" else 1)
@@ -306,28 +298,13 @@ class TransformerWordEmbeddings(TokenEmbeddings):
 
     # ------------------------------------------------------------------ settings
 
-    def config(self) -> dict[str, Any]:
-        mix = self.scalar_mix
-        return {
-            "type": "TransformerWordEmbeddings",
-            "model": self.model_name,
-            "model_folder": os.path.basename(os.path.normpath(self.model_path)),
-            "layers": self.layers,
-            "layer_indexes": list(self.layer_indexes),
-            "layer_combine": self.layer_combine,
-            "subtoken_pooling": self.subtoken_pooling,
-            "scalar_mix_weights": [float(p.item()) for p in mix.scalar_parameters] if mix else None,
-            "scalar_mix_gamma": float(mix.gamma.item()) if mix else None,
-            "scalar_mix_layer_norm": bool(mix.do_layer_norm) if mix else None,
-            "allow_long_sentences": self.allow_long_sentences,
-            "max_length": self.max_length,
-            "stride": self.stride,
-            "precision": self.precision,
-            "embedding_length": self.embedding_length,
-        }
-
-    def model_files(self) -> list[str]:
-        return model_file_list(self.model_path) if os.path.isdir(self.model_path) else []
+    def get_config_dict(self) -> dict[str, Any]:
+        """The spec's settings, with a trained scalar mix's current weights and gamma."""
+        config = super().get_config_dict()
+        if self.scalar_mix is not None:
+            config["scalar_mix_weights"] = [float(p.item()) for p in self.scalar_mix.scalar_parameters]
+            config["scalar_mix_gamma"] = float(self.scalar_mix.gamma.item())
+        return config
 
     # ------------------------------------------------------------------ embedding
 

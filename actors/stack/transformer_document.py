@@ -28,7 +28,7 @@ cls_pooling)`` embedding ``Sentence(text)``. What flair does, and so what this m
 Where we differ, on purpose: an empty text (no tokens) gets a zero vector (flair would embed
 ``[CLS] [SEP]``); flair adds a ``[FLERT]`` special token to its tokenizer (a context separator it
 does not use here; segtok splits brackets off words, so the text never reaches it), which we
-leave out. The defaults are this project's: ``layer_mean=True`` (flair's class defaults to False).
+leave out.
 
 Texts are batched longest first under a padded-token budget (``budget_batches``); attention masks
 keep a text's vector independent of its batch-mates, so results do not depend on batching.
@@ -37,24 +37,23 @@ built from the same files (``transformer._load``).
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from actors.stack.base import evaluating
+from actors.stack.base import DocumentEmbeddings, evaluating
 from actors.stack.batching import budget_batches
-from actors.stack.device import PRECISIONS, autocast, pick_device
-from actors.stack.registry import model_file_list, resolve_transformer
+from actors.stack.device import autocast, check_precision, pick_device
+from actors.stack.registry import resolve_transformer
+from actors.stack.specs import TransformerDocumentSpec
 from actors.stack.transformer import _load, _load_uncached, parse_layers
 from actors.text import tokenize
 
-CLS_POOLINGS = ("cls", "mean", "max")
 DEFAULT_MAX_BATCH_TOKENS = 8192
 
 
-class TransformerDocumentEmbeddings(nn.Module):
+class TransformerDocumentEmbeddings(DocumentEmbeddings):
     """One float32 vector per text, as flair's ``TransformerDocumentEmbeddings`` gives it.
 
     ``layers``: ``"all"`` or a comma list of ``hidden_states`` indexes; ``layer_mean`` averages
@@ -63,23 +62,22 @@ class TransformerDocumentEmbeddings(nn.Module):
     ``precision``: ``auto`` is float32 on CPU (exact to flair) and bf16/fp16 autocast on CUDA.
     """
 
+    spec_class = TransformerDocumentSpec
+
     def __init__(
         self,
         model: str = "default",
-        layers: str = "-1",
-        layer_mean: bool = True,
-        cls_pooling: str = "cls",
         *,
         device: str | torch.device | None = None,
         precision: str = "auto",
         max_batch_tokens: int | None = None,
         fine_tune: bool = False,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        if cls_pooling not in CLS_POOLINGS:
-            raise ValueError(f"cls_pooling must be one of {CLS_POOLINGS}, got {cls_pooling!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.spec = spec = TransformerDocumentSpec(model=model, **settings)
+        layers, layer_mean, cls_pooling = spec.layers, spec.layer_mean, spec.cls_pooling
+        check_precision(precision)
         budget = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else int(max_batch_tokens)
         if budget < 1:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
@@ -117,45 +115,25 @@ class TransformerDocumentEmbeddings(nn.Module):
         ids = self.tokenizer.encode("a")
         return bool(ids) and ids[0] == self.tokenizer.cls_token_id
 
-    @property
-    def device(self) -> torch.device:
-        for tensor in self.model.parameters():
-            return tensor.device
-        return torch.device("cpu")
-
-    def config(self) -> dict[str, Any]:
-        """The settings that decide the numbers (for fingerprints and logs)."""
-        return {
-            "type": "TransformerDocumentEmbeddings",
-            "model": self.model_name,
-            "model_folder": os.path.basename(os.path.normpath(self.model_path)),
-            "layers": self.layers,
-            "layer_indexes": list(self.layer_indexes),
-            "layer_mean": self.layer_mean,
-            "cls_pooling": self.cls_pooling,
-            "max_length": self.max_length,
-            "precision": self.precision,
-            "embedding_length": self.embedding_length,
-        }
-
-    def model_files(self) -> list[str]:
-        return model_file_list(self.model_path) if os.path.isdir(self.model_path) else []
-
     # ------------------------------------------------------------------ embedding
 
-    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """``[len(texts), embedding_length]`` float32 on the CPU; a text without tokens gives zeros."""
+    def embed_with_counts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+        """``[len(texts), embedding_length]`` float32 on the CPU (a text without tokens gives zeros),
+        and the number of pieces each text was read as (special tokens included, after truncation)."""
         return self.embed_words([tokenize(text) for text in texts])
 
-    def embed_words(self, sentences: Sequence[Sequence[str]]) -> torch.Tensor:
-        """Like ``embed_texts`` for texts already split into flair's tokens."""
+    def embed_words(self, sentences: Sequence[Sequence[str]]) -> tuple[torch.Tensor, list[int]]:
+        """Like ``embed_with_counts`` for texts already split into flair's tokens."""
+        counts = [0] * len(sentences)
         with torch.inference_mode(), evaluating(self):
             out = torch.zeros(len(sentences), self.embedding_length)
             todo = [i for i, words in enumerate(sentences) if len(words)]
             if todo:
                 rows = self._encode([list(sentences[i]) for i in todo])
                 self._run(rows, todo, out)
-        return out
+                for i, ids in zip(todo, rows):
+                    counts[i] = len(ids)
+        return out, counts
 
     def _encode(self, sentences: list[list[str]]) -> list[list[int]]:
         """Token texts to ids as flair does: words pre-split, special tokens added, truncated."""

@@ -52,8 +52,9 @@ from actors.stack.base import Sentences, TokenEmbeddings
 from actors.stack.batching import budget_batches
 from actors.stack.device import pick_device
 from actors.stack.registry import WORD_MODELS, ModelNotFoundError, resolve_file
+from actors.stack.specs.word import FORMATS, WordSpec, published_url
 
-FORMATS = ("auto", "word2vec", "fasttext", "glove", "word2vec-binary", "gensim")
+DEFAULT_MAX_BATCH_TOKENS = 65536
 _DIGIT = re.compile(r"\d")
 _GZIP_MAGIC = b"\x1f\x8b"
 _HEAD_BYTES = 1 << 16
@@ -71,26 +72,27 @@ class WordEmbeddings(TokenEmbeddings):
     row (its index is the embedding's ``padding_idx``) gets no gradient and stays zero.
     """
 
+    spec_class = WordSpec
+
     def __init__(
         self,
         embeddings: str | os.PathLike[str],
-        format: str = "auto",
+        *,
         device: str | torch.device | None = None,
-        max_batch_tokens: int = 65536,
+        max_batch_tokens: int | None = None,
+        precision: str = "auto",
         fine_tune: bool = False,
+        **settings: Any,
     ) -> None:
         super().__init__()
-        if format not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
-        embeddings = os.fspath(embeddings)
-        self.embeddings = embeddings
-        self.max_batch_tokens = max_batch_tokens
-        resolution = resolve_file("word", embeddings, WORD_MODELS)
-        published = embeddings if embeddings in WORD_MODELS else embeddings.lower()  # ids ignore case, as in Flair
-        source_url = WORD_MODELS.get(published, embeddings if "://" in embeddings else None)
-        table = load_word_vectors(resolution.path, format, _companion_finder(source_url))
+        self.spec = spec = WordSpec(embeddings=os.fspath(embeddings), **settings)
+        self.embeddings = spec.embeddings
+        # A look-up table: precision changes nothing; the token budget bounds one look-up's size.
+        self.max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
+        path = resolve_file("word", spec.embeddings, WORD_MODELS).path
+        table = load_word_vectors(path, spec.format, _companion_finder(published_url(spec.embeddings)))
         self.format = table.format
-        self._files = [resolution.path, *table.companions]
+        self._files = [path, *table.companions]
         self.vocab: dict[str, int] = table.index
         self.embedding_length = table.matrix.shape[1]
         self._unknown_row = table.matrix.shape[0] - 1
@@ -132,12 +134,9 @@ class WordEmbeddings(TokenEmbeddings):
                 results[i] = part
         return results
 
-    def config(self) -> dict[str, Any]:
-        """The file's name (not its path: the fingerprint reads the bytes, and must not change when the
-        file moves) and the format it was read as."""
-        return {"type": "word", "file": os.path.basename(self._files[0]), "format": self.format}
-
     def model_files(self) -> list[str]:
+        """The files read: the table and the companion arrays its pickle named (``spec.files()``
+        finds the same ones without loading)."""
         return list(self._files)
 
     def extra_repr(self) -> str:

@@ -14,16 +14,19 @@ Why FAISS (faiss-cpu) and not usearch:
   Native HNSW deletion is usearch's one advantage here; it does not outweigh the missing ivfpq.
 - **File format.** Every kind is one binary file (``faiss.write_index``), the same on any machine
   and readable by GPU builds of FAISS. Everything that is ours — stack fingerprint, which labels
-  belong to which unit, string ids and text snippets — lives beside it as JSON and Parquet, so the
-  FAISS file only ever holds int64 labels.
+  belong to which unit, ids (int64 or string, as the output has them) and text snippets — lives
+  beside it as JSON and Parquet, so the FAISS file only ever holds int64 labels.
 
 Layout of an index folder/prefix (local path or object storage)::
 
-    index.json                          metadata: kind, dim, metric, stack fingerprint and spec, count,
-                                        the ledger state indexed (unit → source fingerprint, labels),
-                                        tombstoned label ranges, and the current index file's name
+    index.json                          metadata: kind, dim, metric, id type, stack fingerprint and spec,
+                                        count, the ledger state indexed (unit → identity "<source>-<settings>",
+                                        labels), tombstoned label ranges, and the current index file's name
     index-<generation>.faiss            the FAISS index (a new name per build; index.json is the commit)
     idmap/<unit-key>/<first-label>.parquet  label → id (and sentence number, text snippet) for one unit
+
+Every path is relative to the index's ``pipeline.storage.Folder``; ``index.json`` is written with
+``Folder.write_atomic``, the large files through ``transfer.publishing``.
 
 Similarity is cosine: vectors are L2-normalised on the way in, queries too, and scores are inner
 products in [-1, 1].

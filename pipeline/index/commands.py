@@ -1,7 +1,8 @@
 """The ``index build``, ``index info`` and ``search`` subcommands (shared with ``jobs.build_index``).
 
 Exit codes follow ``corpus-embed``'s: 0 success, 1 the work failed, 2 bad usage or an index/output
-that cannot be used as asked (nothing was changed).
+that cannot be used as asked (nothing was changed). The index's errors are ``UserError``s: the
+caller (``pipeline.cli.main``, ``jobs.build_index``) prints them as one line and exits 2.
 """
 from __future__ import annotations
 
@@ -38,37 +39,27 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from pipeline.index.build import build_index
-    from pipeline.index.errors import IndexBuildError
 
     params = {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction, "ef_search": args.ef_search,
               "nlist": args.nlist, "nprobe": args.nprobe, "pq_m": args.pq_m}
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    try:
-        summary = build_index(args.output, args.index, args.kind, storage=_storage(args), params=params,
-                              rebuild=args.rebuild, log=log)
-    except IndexBuildError as error:
-        print(f"corpus-embed: {error}", file=sys.stderr)
-        return 2
+    summary = build_index(args.output, args.index, args.kind, storage=_storage(args), params=params,
+                          rebuild=args.rebuild, log=log)
     print(json.dumps(summary.to_dict(), sort_keys=True) if args.json else "\n".join(summary.lines()))
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pipeline.index.errors import IndexNotFoundError
     from pipeline.index.layout import require_meta
-    from pipeline.storage import filesystem
+    from pipeline.storage import Folder, storage_errors
 
-    fs, root = filesystem(args.index, _storage(args))
-    try:
-        meta = require_meta(fs, root, args.index)
-    except IndexNotFoundError as error:
-        print(f"corpus-embed: {error}", file=sys.stderr)
-        return 2
+    with storage_errors(args.index, "index", _storage(args)):
+        meta = require_meta(Folder(args.index, _storage(args)))
     if args.json:
-        print(meta.to_json().decode())
+        print(meta.to_json())
         return 0
     print(f"index {args.index}: {meta.kind}, {meta.count:,} vectors of dim {meta.dim} ({meta.granularity}, {meta.metric})")
-    print(f"  stack {meta.stack_fingerprint}, pooling {meta.pooling}; built from {meta.output}")
+    print(f"  stack {meta.stack_fingerprint}, pooling {meta.pooling or 'none (document-level stack)'}; built from {meta.output}")
     print(f"  {len(meta.units)} units indexed, generation {meta.generation}, file {meta.index_file}; "
           f"{meta.tombstoned:,} tombstoned labels")
     print(f"  settings: {json.dumps(meta.params, sort_keys=True)}")
@@ -76,15 +67,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from pipeline.index.errors import IndexNotFoundError, StackMismatchError
     from pipeline.index.search import Searcher
 
-    try:
-        searcher = Searcher(args.index, _storage(args))
-        hits = searcher.search(args.query, args.k, ef_search=args.ef_search, nprobe=args.nprobe)
-    except (IndexNotFoundError, StackMismatchError) as error:
-        print(f"corpus-embed: {error}", file=sys.stderr)
-        return 2
+    searcher = Searcher(args.index, _storage(args))
+    hits = searcher.search(args.query, args.k, ef_search=args.ef_search, nprobe=args.nprobe)
     if args.json:
         for hit in hits:
             print(json.dumps(hit.to_dict(), ensure_ascii=False))
@@ -97,11 +83,11 @@ def format_hits(hits: list[Any], granularity: str) -> str:
     """rank, score, id (and sentence number and snippet for sentence outputs), one hit per line."""
     if not hits:
         return "no results (the index is empty)"
-    width = max(len(hit.id) for hit in hits)
+    width = max(len(str(hit.id)) for hit in hits)   # ids are strings or ints
     header = f"{'rank':>4}  {'score':>7}  {'id':<{width}}" + ("  sent  text" if granularity == "sentence" else "")
     lines = [header.rstrip()]
     for hit in hits:
-        line = f"{hit.rank:>4}  {hit.score:>7.4f}  {hit.id:<{width}}"
+        line = f"{hit.rank:>4}  {hit.score:>7.4f}  {str(hit.id):<{width}}"
         if hit.sentence is not None:
             line += f"  {hit.sentence:>4}"
         if hit.text:

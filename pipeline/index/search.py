@@ -7,8 +7,6 @@ refused with both fingerprints named, never answered with silently wrong neighbo
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
@@ -21,15 +19,15 @@ from pipeline.index import kinds
 from pipeline.index.errors import StackMismatchError
 from pipeline.index.idmap import LabelLookup, iter_ids, read_rows
 from pipeline.index.layout import IndexMeta, require_meta
-from pipeline.index.transfer import download
+from pipeline.index.transfer import read_index
 from pipeline.index.vectors import normalize
-from pipeline.storage import filesystem, is_local, join
+from pipeline.storage import Folder, storage_errors
 
 
 @dataclass
 class Hit:
     rank: int
-    id: str
+    id: str | int                # as the output stores it: int64 or string (``IndexMeta.id_type``)
     score: float
     label: int
     unit: str
@@ -45,19 +43,11 @@ class IndexReader:
 
     def __init__(self, index: str, storage: StorageConfig | None = None):
         self.url = index
-        self.fs, self.root = filesystem(index, storage)
-        self.meta: IndexMeta = require_meta(self.fs, self.root, index)
-        self.index = self._load(self.meta.index_file)
+        with storage_errors(index, "index", storage):
+            self.folder = Folder(index, storage)
+            self.meta: IndexMeta = require_meta(self.folder)
+            self.index: faiss.Index = read_index(self.folder, self.meta.index_file)
         self._lookup = LabelLookup(self.meta)
-
-    def _load(self, name: str) -> faiss.Index:
-        path = join(self.root, name)
-        if is_local(self.fs):
-            return faiss.read_index(path)
-        with tempfile.TemporaryDirectory(prefix="corpus-embed-search-") as work:
-            local = os.path.join(work, name)
-            download(self.fs, path, local)
-            return faiss.read_index(local)
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, ef_search: int | None = None,
                        nprobe: int | None = None) -> list[list[Hit]]:
@@ -86,7 +76,7 @@ class IndexReader:
         rows: dict[tuple[str, int], dict[str, Any]] = {}
         for unit, positions in wanted.items():
             ordered = sorted(positions)
-            for position, row in zip(ordered, read_rows(self.fs, self.meta.idmap_path(self.root, unit), ordered)):
+            for position, row in zip(ordered, read_rows(self.folder, self.meta.idmap_path(unit), ordered)):
                 rows[(unit, position)] = row
         results = []
         for query_scores, query_labels in zip(scores.tolist(), labels.tolist()):
@@ -103,10 +93,10 @@ class IndexReader:
             results.append(hits)
         return results
 
-    def live_ids(self) -> Iterator[str]:
+    def live_ids(self) -> Iterator[str | int]:
         """Every id the index holds, unit by unit (reads the whole id map: for checks and small indexes)."""
         for unit in sorted(self.meta.units):
-            for row in iter_ids(self.fs, self.meta.idmap_path(self.root, unit)):
+            for row in iter_ids(self.folder, self.meta.idmap_path(unit)):
                 yield row["id"]
 
 
@@ -127,6 +117,15 @@ class Searcher:
                 f"were made with. Search with the same model files (CORPUS_EMBED_MODEL_MIRROR / cache), or re-embed the "
                 f"corpus and rebuild the index with this stack.")
 
-    def search(self, query: str, k: int = 10, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query's vector, ``[1, dim]``: the ONE place a search query is embedded.
+
+        TODO(query prompt): a ``sentence_transformer`` stack whose model declares a "query" prompt
+        should embed queries with that prompt (documents were embedded without it). Until that is
+        wired here, queries are embedded exactly as documents are.
+        """
         vectors, _ = self.embedder.embed_documents([query])
-        return self.reader.search_vectors(vectors, k, ef_search=ef_search, nprobe=nprobe)[0]
+        return vectors
+
+    def search(self, query: str, k: int = 10, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
+        return self.reader.search_vectors(self.embed_query(query), k, ef_search=ef_search, nprobe=nprobe)[0]

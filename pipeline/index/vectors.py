@@ -7,15 +7,16 @@ similarity), and the id columns passed on for the id map.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.index.errors import IndexBuildError
-from pipeline.sink import DATA_DIR
-from pipeline.storage import join
+from pipeline.layout import DATA_DIR
+from pipeline.ledger import CommitRecord
+from pipeline.storage import Folder
 
 BATCH_ROWS = 16_384
 SNIPPET_CHARS = 200
@@ -25,29 +26,16 @@ ID_COLUMNS = ("id", "sentence", "text")
 @dataclass
 class Batch:
     vectors: np.ndarray          # [n, dim] float32, unit length (zero vectors stay zero)
-    info: pa.Table               # id (+ sentence, text snippet when the output has them)
+    info: pa.Table               # id, int64 or string (+ sentence, text snippet when the output has them)
 
 
-def unit_files(fs: Any, root: str, unit_key: str, record: dict[str, Any]) -> list[str]:
-    """The unit's data files, in part order, as committed in its ledger record.
+def unit_files(unit_key: str, record: CommitRecord) -> list[str]:
+    """The unit's data files, in part order, as committed in its ledger record (relative to the output).
 
-    The record names the files as written at run time; only their names are taken, joined to the
-    output's current root, so an output read through another path (or copied elsewhere) still works.
-    A record without a file list (older outputs) falls back to listing ``data/<unit>/``.
+    A record lists every file the unit published, rejects included; only ``data/<unit>/`` holds vectors.
     """
-    folder = join(root, DATA_DIR, unit_key)
-    files = record.get("files")
-    if files is None:
-        try:
-            return sorted(path for path in fs.ls(folder, detail=False) if path.endswith(".parquet"))
-        except FileNotFoundError:
-            return []
-    names = []
-    for path in files:
-        parts = path.rstrip("/").split("/")
-        if len(parts) >= 3 and parts[-3] == DATA_DIR and parts[-2] == unit_key:
-            names.append(parts[-1])
-    return [join(folder, name) for name in sorted(names)]
+    prefix = f"{DATA_DIR}/{unit_key}/"
+    return sorted(path for path in record.files if path.startswith(prefix) and path.endswith(".parquet"))
 
 
 def to_matrix(column: pa.ChunkedArray | pa.Array, dim: int, where: str) -> np.ndarray:
@@ -69,18 +57,18 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
-def stream_unit(fs: Any, files: list[str], dim: int, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+def stream_unit(output: Folder, files: list[str], dim: int, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
     """Yield the unit's rows batch by batch, vectors normalised, id columns alongside."""
     for path in files:
-        with fs.open(path, "rb") as handle:
+        with output.open(path, "rb") as handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
             if "vector" not in names or "id" not in names:
-                raise IndexBuildError(f"{path}: expected columns id and vector, found {names}; "
+                raise IndexBuildError(f"{output.url_of(path)}: expected columns id and vector, found {names}; "
                                       f"token-granularity outputs (column 'vectors') cannot be indexed")
             wanted = ["vector", *[name for name in ID_COLUMNS if name in names]]
             for record_batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
-                vectors = normalize(to_matrix(record_batch.column("vector"), dim, path))
+                vectors = normalize(to_matrix(record_batch.column("vector"), dim, output.url_of(path)))
                 info = pa.Table.from_batches([record_batch]).drop_columns(["vector"])
                 if "text" in info.column_names:
                     snippets = pa.array([None if text is None else text[:SNIPPET_CHARS]

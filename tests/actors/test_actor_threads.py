@@ -14,9 +14,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from actors.actor import EmbeddingActor
-from pipeline.config import parse_config
-from pipeline.readers import ROW_SCHEMA
+from actors.actor import ActorConfig, EmbeddingActor
+from actors.rows import READER_SCHEMA
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -24,13 +23,15 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 def _batch(texts: list[str]) -> pa.Table:
     n = len(texts)
     return pa.table({"unit": ["u"] * n, "seq": list(range(n)), "row": list(range(n)), "id": [f"d{i}" for i in range(n)],
-                     "text": texts, "kind": ["doc"] * n, "reject": [None] * n, "detail": [None] * n}, schema=ROW_SCHEMA)
+                     "int_id": [None] * n, "text": texts, "kind": ["doc"] * n, "reason": [None] * n,
+                     "detail": [None] * n}, schema=READER_SCHEMA)
 
 
 def test_loading_and_every_call_run_on_the_actors_own_thread() -> None:
-    config = parse_config({"input": {"path": "in"}, "output": {"path": "out"}})
+    stack = [{"transformer": {"layers": "-1", "subtoken_pooling": "mean"}}]
     caller_threads = torch.get_num_threads()
-    actor = EmbeddingActor(config.model_dump(), torch_threads=2)
+    actor = EmbeddingActor(ActorConfig(stack=stack, pooling="mean", granularity="document", dtype="float32",
+                                       torch_threads=2))
     assert torch.get_num_threads() == caller_threads, "the caller's torch threads are left alone"
 
     seen: list[tuple[str, int]] = []

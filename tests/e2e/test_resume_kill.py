@@ -15,16 +15,15 @@ import yaml
 
 from pipeline.config import load_config
 from pipeline.ledger import Ledger
+from pipeline.storage import Folder
 from pipeline.run import run
 from tests.conftest import demo_documents, write_shards
-
-import fsspec
 
 pytestmark = pytest.mark.slow
 
 
 def _committed(output: Path) -> dict:
-    return Ledger(fsspec.filesystem("file"), str(output)).committed()
+    return Ledger(Folder(str(output))).committed()
 
 
 def test_sigkill_then_resume_exactly_once(ray_address, tmp_path) -> None:
@@ -54,7 +53,7 @@ def test_sigkill_then_resume_exactly_once(ray_address, tmp_path) -> None:
 
     before = _committed(output)
     assert 0 < len(before) < 15, f"{len(before)} units committed at the kill: the kill was not mid-run"
-    records_before = {key: Path(entry.path).read_bytes() for key, entry in before.items()}
+    records_before = {key: (output / entry.name).read_bytes() for key, entry in before.items()}
     rows_before = sum(json.loads(data)["rows_in"] for data in records_before.values())
 
     summary = run(load_config(str(config_path)), progress=False)
@@ -64,7 +63,7 @@ def test_sigkill_then_resume_exactly_once(ray_address, tmp_path) -> None:
     assert summary.rows_in == len(docs) - rows_before          # committed rows were not embedded again
     for key, entry in _committed(output).items():
         if key in before:
-            assert Path(entry.path).read_bytes() == records_before[key]   # untouched commit records
+            assert (output / entry.name).read_bytes() == records_before[key]   # untouched commit records
 
     ids = ds.dataset(str(output), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == len(docs)

@@ -17,6 +17,9 @@ from tests.conftest import DEMO_CORPUS, demo_documents
 pytestmark = pytest.mark.slow
 
 
+TRANSFORMER = [{"transformer": {"layers": "-1", "subtoken_pooling": "mean"}}]
+
+
 def _config(output, **overrides):
     data = {"input": {"path": str(DEMO_CORPUS), "id_field": "id"}, "output": {"path": str(output)},
             "resources": {"batch_rows": 64}}
@@ -39,7 +42,7 @@ def test_document_run_matches_in_process_stack(ray_address, tmp_path) -> None:
     assert duckdb.sql(f"select count(*), count(distinct id) from read_parquet('{output}/data/**/*.parquet')").fetchall() == [(320, 320)]
     assert pl.read_parquet(f"{output}/data/**/*.parquet").height == 320
 
-    embedder = TextEmbedder(config.stack_spec(), config.pooling)
+    embedder = TextEmbedder(config.specs, config.token_pooling)
     expected, counts = embedder.embed_documents([doc["text"] for doc in docs])
     got = table.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 384)
     order = {doc_id: i for i, doc_id in enumerate(ids)}
@@ -62,7 +65,8 @@ def test_sentence_granularity_rows(ray_address, tmp_path) -> None:
     shard.parent.mkdir()
     shard.write_text("".join(__import__("json").dumps(doc) + "\n" for doc in docs))
     config = parse_config({"input": {"path": str(shard), "id_field": "id"},
-                           "output": {"path": str(tmp_path / "out"), "granularity": "sentence", "dtype": "float16"}})
+                           "output": {"path": str(tmp_path / "out"), "granularity": "sentence", "dtype": "float16"},
+                           "stack": TRANSFORMER})
     summary = run(config, progress=False)
     assert summary.ok, summary.lines()
     table = ds.dataset(str(tmp_path / "out"), format="parquet").to_table().sort_by([("id", "ascending"), ("sentence", "ascending")])
@@ -70,7 +74,7 @@ def test_sentence_granularity_rows(ray_address, tmp_path) -> None:
     expected_rows = [(doc["id"], i, s) for doc in sorted(docs, key=lambda d: d["id"]) for i, s in enumerate(split_sentences(doc["text"]))]
     got_rows = list(zip(table.column("id").to_pylist(), table.column("sentence").to_pylist(), table.column("text").to_pylist()))
     assert got_rows == expected_rows
-    embedder = TextEmbedder(config.stack_spec(), config.pooling)
+    embedder = TextEmbedder(config.specs, config.token_pooling)
     first = embedder.embed_sentences([sorted(docs, key=lambda d: d["id"])[0]["text"]])[0]
     got = table.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 384)[: len(first.sentences)]
     np.testing.assert_allclose(got.astype(np.float32), np.stack(first.vectors), atol=2e-3)
@@ -88,7 +92,7 @@ def test_token_granularity_rows(ray_address, tmp_path) -> None:
     assert summary.ok, summary.lines()
     table = ds.dataset(str(tmp_path / "out"), format="parquet").to_table()
     assert str(table.schema.field("vectors").type) == "list<element: fixed_size_list<element: float>[768]>"
-    embedder = TextEmbedder(config.stack_spec(), config.pooling)
+    embedder = TextEmbedder(config.specs, config.token_pooling)
     expected = {doc["id"]: embedder.embed_sentences([doc["text"]], keep_tokens=True)[0] for doc in docs}
     assert table.num_rows == sum(len(result.sentences) for result in expected.values())
     for row in table.to_pylist():
@@ -100,7 +104,11 @@ def test_token_granularity_rows(ray_address, tmp_path) -> None:
 def test_embed_command_prints_shapes(capsys) -> None:
     from pipeline.cli import main
 
-    assert main(["embed", "The bank vault was robbed. The river bank flooded.", "--head", "3"]) == 0
+    text = "The bank vault was robbed. The river bank flooded."
+    assert main(["embed", text, "--head", "3", "--set", "stack=[{transformer: {layers: '-1'}}]"]) == 0
     out = capsys.readouterr().out
     assert "token dim 384" in out and "sentence: 'The bank vault was robbed.' → 6 tokens × 384" in out
     assert "document vector (mean): shape (384,)" in out
+    assert main(["embed", text, "--head", "3"]) == 0      # the default: sentence-transformers' encode
+    out = capsys.readouterr().out
+    assert "sentence_transformer, dim 384" in out and "document vector: head" in out

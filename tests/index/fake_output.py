@@ -3,6 +3,7 @@ with vectors chosen by the test, so index behaviour can be checked against known
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.ledger import Ledger
-from pipeline.sink import DATA_DIR
-from pipeline.storage import filesystem, join, remove_tree
+from actors.rows import ID_TYPES
+from pipeline.layout import DATA_DIR
+from pipeline.ledger import CommitRecord, Ledger, Manifest
+from pipeline.storage import Folder
 
 DEFAULT_STACK = [{"transformer": {"model": "default", "layers": "-1", "layer_mean": True, "subtoken_pooling": "mean",
                                   "layer_combine": None, "use_scalar_mix": False, "scalar_mix_weights": None,
                                   "scalar_mix_gamma": 1.0, "allow_long_sentences": True}}]
+SETTINGS = "s0"   # the row-settings half of every unit's identity: fixed, only the source changes
 
 
 def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 50, spread: float = 0.6) -> np.ndarray:
@@ -28,48 +31,56 @@ def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 50, spread: f
 
 class FakeOutput:
     def __init__(self, root: Path | str, dim: int, granularity: str = "document", stack_fingerprint: str = "f" * 32,
-                 stack: list[dict[str, Any]] | None = None, dtype: str = "float32"):
-        self.url = str(root)
-        self.fs, self.root = filesystem(self.url)
-        self.dim, self.granularity, self.dtype = dim, granularity, dtype
-        self.ledger = Ledger(self.fs, self.root)
-        self.ledger.claim({"stack_fingerprint": stack_fingerprint, "dtype": dtype, "granularity": granularity,
-                           "stack": stack or DEFAULT_STACK, "pooling": "mean", "dim": dim, "version": "test"})
-        self.units: dict[str, tuple[list[str], np.ndarray]] = {}
+                 stack: list[dict[str, Any]] | None = None, dtype: str = "float32", id_type: str = "string"):
+        self.folder = Folder(str(root))
+        self.url = self.folder.url
+        self.dim, self.granularity, self.dtype, self.id_type = dim, granularity, dtype, id_type
+        self.stack_fingerprint = stack_fingerprint
+        self.ledger = Ledger(self.folder)
+        self.ledger.write_manifest(Manifest(stack_fingerprint=stack_fingerprint, stack=stack or DEFAULT_STACK,
+                                            pooling="mean", dtype=dtype, granularity=granularity, version="test",
+                                            dim=dim, id_type=id_type))
+        self.units: dict[str, tuple[list[str | int], np.ndarray]] = {}
 
-    def commit(self, unit: str, ids: list[str], vectors: np.ndarray, version: str = "v1",
-               texts: list[str] | None = None, parts: int = 1) -> None:
-        """Write the unit's parts and commit it under a fingerprint derived from ``version``."""
-        folder = join(self.root, DATA_DIR, unit)
-        remove_tree(self.fs, folder)
-        self.fs.makedirs(folder, exist_ok=True)
+    def commit(self, unit: str, ids: list[str] | list[int], vectors: np.ndarray, version: str = "v1",
+               texts: list[str] | None = None, parts: int = 1, settings: str = SETTINGS) -> None:
+        """Write the unit's parts and commit it under a source fingerprint derived from ``version``
+        (and the row-settings hash ``settings``)."""
+        folder = f"{DATA_DIR}/{unit}"
+        self.folder.remove(folder)
         value_type = pa.float16() if self.dtype == "float16" else pa.float32()
         files = []
         for index, chunk in enumerate(np.array_split(np.arange(len(ids)), parts)):
             flat = pa.array(vectors[chunk].astype(np.float16 if self.dtype == "float16" else np.float32).ravel(), value_type)
-            columns: dict[str, Any] = {"id": pa.array([ids[i] for i in chunk], pa.string()),
+            columns: dict[str, Any] = {"id": pa.array([ids[i] for i in chunk], ID_TYPES[self.id_type]),
                                        "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
                                        "n_tokens": pa.array([5] * len(chunk), pa.int32())}
             if self.granularity == "sentence":
                 columns["sentence"] = pa.array([int(i % 3) for i in chunk], pa.int32())
-                columns["text"] = pa.array([(texts or ids)[i] for i in chunk], pa.string())
-            path = join(folder, f"part-{index:05d}.parquet")
-            pq.write_table(pa.table(columns), path, row_group_size=700)
+                columns["text"] = pa.array([(texts or [str(i) for i in ids])[i] for i in chunk], pa.string())
+            path = f"{folder}/part-{index:05d}.parquet"
+            sink = io.BytesIO()
+            pq.write_table(pa.table(columns), sink, row_group_size=700)
+            self.folder.write_atomic(path, sink.getvalue())
             files.append(path)
-        fingerprint = hashlib.sha1(f"{unit}:{version}".encode()).hexdigest()[:16]
-        self.ledger.commit(unit, fingerprint, {"shard": unit, "rows_in": len(ids), "rows_out": len(ids),
-                                               "rows_rejected": 0, "dim": self.dim, "files": files, "run_id": f"run-{version}"})
+        source = hashlib.sha1(f"{unit}:{version}".encode()).hexdigest()[:16]
+        self.ledger.commit(CommitRecord(
+            unit=unit, source=source, settings=settings, shard=unit, shard_url=f"file:///input/{unit}.jsonl",
+            size=len(ids), version=version, row_groups=None, rows_in=len(ids), rows_out=len(ids), rows_rejected=0,
+            reasons={}, tokens=5 * len(ids), dim=self.dim, id_type=self.id_type, files=files,
+            stack_fingerprint=self.stack_fingerprint, precision="float32", run_id=f"run-{version}",
+        ), previous=self.ledger.committed().get(unit))
         self.units[unit] = (list(ids), vectors)
 
     def delete(self, unit: str) -> None:
-        remove_tree(self.fs, join(self.root, DATA_DIR, unit))
-        self.ledger.forget(unit)
+        self.folder.remove(f"{DATA_DIR}/{unit}")
+        self.ledger.forget(self.ledger.committed()[unit])
         del self.units[unit]
 
-    def current_ids(self) -> list[str]:
+    def current_ids(self) -> list[str | int]:
         return sorted(i for ids, _ in self.units.values() for i in ids)
 
-    def current_vectors(self) -> tuple[list[str], np.ndarray]:
+    def current_vectors(self) -> tuple[list[str | int], np.ndarray]:
         keys = sorted(self.units)
         ids = [i for key in keys for i in self.units[key][0]]
         return ids, np.concatenate([self.units[key][1] for key in keys])

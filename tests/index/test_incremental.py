@@ -4,14 +4,16 @@ Outputs are written as a run writes them (Parquet under data/, ledger commits), 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.index import IndexBuildError, IndexReader, build_index
+from pipeline.index.commands import format_hits
 from pipeline.index.layout import load_meta
-from pipeline.storage import filesystem
+from pipeline.storage import Folder
 from tests.index.fake_output import FakeOutput, clustered_vectors
 
 DIM = 16
@@ -67,7 +69,7 @@ def test_add_replace_delete(tmp_path: Path, kind: str) -> None:
 
     files = _files(index)
     assert files == sorted(["index.json", reader.meta.index_file,
-                            *[reader.meta.idmap_path(str(index), unit)[len(str(index)) + 1:] for unit in ("a", "b", "d")]])
+                            *[reader.meta.idmap_path(unit) for unit in ("a", "b", "d")]])
 
     third = build_index(output.url, str(index))
     assert not third.changed and third.generation == second.generation
@@ -103,13 +105,13 @@ def test_kind_change_needs_rebuild(tmp_path: Path) -> None:
     build_index(output.url, index, "flat")
     with pytest.raises(IndexBuildError, match="--rebuild"):
         build_index(output.url, index, "hnsw")
-    before = load_meta(*filesystem(index))
+    before = load_meta(Folder(index))
     rebuilt = build_index(output.url, index, "hnsw", rebuild=True)
-    after = load_meta(*filesystem(index))
+    after = load_meta(Folder(index))
     assert rebuilt.fresh and after.kind == "hnsw" and after.generation == before.generation + 1
     assert after.units["a"].first_label == before.next_label     # labels are never reused
     assert sorted(IndexReader(index).live_ids()) == output.current_ids()
-    assert _files(Path(index)) == sorted(["index.json", after.index_file, after.idmap_path(index, "a")[len(index) + 1:]])
+    assert _files(Path(index)) == sorted(["index.json", after.index_file, after.idmap_path("a")])
 
 
 def test_output_of_another_stack_is_refused(tmp_path: Path) -> None:
@@ -156,3 +158,96 @@ def test_big_unit_hits_resolve_across_id_map_row_groups(tmp_path: Path) -> None:
     reader = IndexReader(index)
     rows = [0, 8_191, 8_192, 13_337, 19_999]
     assert [found[0].id for found in reader.search_vectors(vectors[rows], 1)] == [f"big:{row}" for row in rows]
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_int_ids_are_indexed_and_returned_as_ints(tmp_path: Path, kind: str) -> None:
+    output = FakeOutput(tmp_path / "out", DIM, id_type="int")
+    output.commit("a", list(range(0, 300)), clustered_vectors(300, DIM, 1))
+    output.commit("b", list(range(10_000, 10_200)), clustered_vectors(200, DIM, 2), parts=2)
+    index = str(tmp_path / "index")
+    build_index(output.url, index, kind)
+    reader = IndexReader(index)
+    assert reader.meta.id_type == "int"
+    live = sorted(reader.live_ids())
+    assert live == output.current_ids() and all(type(i) is int for i in live)
+    _check_exact_contents(reader, output, kind)
+    ids, vectors = output.current_vectors()
+    hits = reader.search_vectors(vectors[295:305], 3)
+    assert [found[0].id for found in hits] == ids[295:305]
+    assert all(type(hit.id) is int for found in hits for hit in found)
+    assert json.loads(json.dumps(hits[0][0].to_dict()))["id"] == ids[295]
+    printed = format_hits(hits[0], "document").splitlines()
+    assert printed[0].split() == ["rank", "score", "id"] and printed[1].split()[2] == str(ids[295])
+
+    output.commit("b", list(range(10_100, 10_250)), clustered_vectors(150, DIM, 3), version="v2")
+    second = build_index(output.url, index)
+    assert (second.units_replaced, second.count) == (["b"], 450)
+    reader = IndexReader(index)
+    assert sorted(reader.live_ids()) == output.current_ids()
+    _check_exact_contents(reader, output, kind)
+
+
+def test_string_id_index_refuses_an_int_id_output(tmp_path: Path) -> None:
+    strings = FakeOutput(tmp_path / "strings", DIM)
+    strings.commit("a", _ids("a", 0, 50), clustered_vectors(50, DIM, 1))
+    index = str(tmp_path / "index")
+    build_index(strings.url, index, "flat")
+    ints = FakeOutput(tmp_path / "ints", DIM, id_type="int")
+    ints.commit("a", list(range(50)), clustered_vectors(50, DIM, 1))
+    with pytest.raises(IndexBuildError, match="string ids.*ints.*--rebuild"):
+        build_index(ints.url, index)
+    assert build_index(ints.url, index, rebuild=True).fresh
+    assert sorted(IndexReader(index).live_ids()) == list(range(50))
+
+
+def test_a_unit_whose_row_settings_changed_is_read_again(tmp_path: Path) -> None:
+    """A unit's identity is its source and its settings: the same shard committed under new settings
+    (another text field, say) holds other vectors, so the index replaces it."""
+    output = FakeOutput(tmp_path / "out", DIM)
+    output.commit("a", _ids("a", 0, 50), clustered_vectors(50, DIM, 1))
+    output.commit("b", _ids("b", 0, 50), clustered_vectors(50, DIM, 2))
+    index = str(tmp_path / "index")
+    build_index(output.url, index, "flat")
+    output.commit("a", _ids("a", 0, 40), clustered_vectors(40, DIM, 3), settings="s1")
+    summary = build_index(output.url, index)
+    assert (summary.units_added, summary.units_replaced, summary.units_removed) == ([], ["a"], [])
+    reader = IndexReader(index)
+    assert reader.meta.units["a"].identity.endswith("-s1") and reader.meta.count == 90
+    _check_exact_contents(reader, output, "flat")
+
+
+def test_a_crashed_publication_leaves_the_index_readable_and_is_swept(tmp_path: Path) -> None:
+    output = FakeOutput(tmp_path / "out", DIM)
+    output.commit("a", _ids("a", 0, 50), clustered_vectors(50, DIM, 1))
+    index = Path(tmp_path / "index")
+    build_index(output.url, str(index), "flat")
+    (index / ".tmp-0123").write_bytes(b"half a faiss file")                  # what a killed build leaves
+    (index / "idmap" / "a" / ".tmp-4567").write_bytes(b"half an id map")
+    (index / "index-000099.faiss").write_bytes(b"never committed")
+    assert sorted(IndexReader(str(index)).live_ids()) == output.current_ids()
+    output.commit("b", _ids("b", 0, 50), clustered_vectors(50, DIM, 2))
+    build_index(output.url, str(index))
+    reader = IndexReader(str(index))
+    assert _files(index) == sorted(["index.json", reader.meta.index_file, *[reader.meta.idmap_path(u) for u in "ab"]])
+
+
+def test_a_format_1_index_is_read_and_its_units_replaced(tmp_path: Path) -> None:
+    """Format 1 keyed units by the source fingerprint alone; its entries match no current identity
+    (source and settings), so the next build reads every unit again and writes format 2."""
+    output = FakeOutput(tmp_path / "out", DIM)
+    output.commit("a", _ids("a", 0, 50), clustered_vectors(50, DIM, 1))
+    index = tmp_path / "index"
+    build_index(output.url, str(index), "hnsw")
+    meta = json.loads((index / "index.json").read_text())
+    meta["format_version"] = 1
+    del meta["id_type"]
+    for entry in meta["units"].values():
+        entry["source_fingerprint"] = entry.pop("identity").rsplit("-", 1)[0]
+    (index / "index.json").write_text(json.dumps(meta))
+    assert sorted(IndexReader(str(index)).live_ids()) == output.current_ids()
+    summary = build_index(output.url, str(index))
+    assert summary.units_replaced == ["a"] and summary.count == 50
+    after = load_meta(Folder(str(index)))
+    assert (after.format_version, after.id_type) == (2, "string")
+    _check_exact_contents(IndexReader(str(index)), output, "hnsw")

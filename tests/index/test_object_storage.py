@@ -30,9 +30,9 @@ def test_build_update_and_read_an_index_on_s3(tmp_path: Path, s3_endpoint: str, 
     assert sorted(reader.live_ids()) == output.current_ids()
     ids, vectors = output.current_vectors()
     assert [hits[0].id for hits in reader.search_vectors(vectors[:20], 1)] == ids[:20]
-    listed = sorted(path.split("/", 1)[1] for path in reader.fs.find(reader.root))
+    listed = sorted(path.split("/", 1)[1] for path in reader.folder.fs.find(reader.folder.root))
     assert listed == sorted(["indexes/demo/index.json", f"indexes/demo/{reader.meta.index_file}",
-                             *[reader.meta.idmap_path("indexes/demo", unit) for unit in ("b", "c")]])
+                             *[f"indexes/demo/{reader.meta.idmap_path(unit)}" for unit in ("b", "c")]])
 
     assert main(["index", "info", index, "--endpoint-url", s3_endpoint]) == 0
     assert "hnsw, 300 vectors of dim 16" in capsys.readouterr().out
@@ -41,13 +41,13 @@ def test_build_update_and_read_an_index_on_s3(tmp_path: Path, s3_endpoint: str, 
 def test_index_an_output_that_lives_on_s3(tmp_path: Path, s3_endpoint: str, s3_bucket: str) -> None:
     """The ledger names files by the path they were written under; the build follows the output's
     current location, so an output copied to a bucket indexes from there."""
-    from pipeline.storage import filesystem
+    from pipeline.storage import Folder
 
     storage = StorageConfig(endpoint_url=s3_endpoint)
     local = FakeOutput(tmp_path / "out", 16, granularity="sentence")
     local.commit("a", [f"a:{i}" for i in range(120)], clustered_vectors(120, 16, 1), parts=3)
-    fs, root = filesystem(f"{s3_bucket}/out", storage)
-    fs.put(str(tmp_path / "out") + "/", root + "/", recursive=True)
+    remote = Folder(f"{s3_bucket}/out", storage)
+    remote.fs.put(str(tmp_path / "out") + "/", remote.root + "/", recursive=True)
     summary = build_index(f"{s3_bucket}/out", f"{s3_bucket}/index", "flat", storage=storage)
     assert summary.count == 120
     reader = IndexReader(f"{s3_bucket}/index", storage)

@@ -62,7 +62,7 @@ def test_submit_embed_corpus_job(ray_head: RayHead, tmp_path: Path) -> None:
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     assert _status(ray_head, "ce-embed-ok") == "SUCCEEDED"
     logs = "\n".join(_logs(ray_head, "ce-embed-ok"))
-    assert "[embed_corpus] connected to cluster at " in logs and "2 committed now" in logs
+    assert "[embed_corpus] ran on cluster at " in logs and "2 committed now" in logs
 
     table = ds.dataset(str(output), format="parquet").to_table()
     assert table.num_rows == 32

@@ -16,11 +16,8 @@ def _error(data: dict, overrides: list[str] | None = None) -> str:
 
 def test_defaults_give_the_packaged_minilm_stack() -> None:
     config = parse_config(dict(BASE))
-    assert config.stack_spec() == [{"transformer": {
-        "model": "default", "layers": "-1", "layer_mean": True, "subtoken_pooling": "mean", "layer_combine": None,
-        "use_scalar_mix": False, "scalar_mix_weights": None, "scalar_mix_gamma": 1.0, "scalar_mix_layer_norm": False,
-        "allow_long_sentences": True}}]
-    assert config.output.granularity == "document" and config.pooling == "mean"
+    assert config.stack_config() == [{"sentence_transformer": {"model": "default", "prompt": None, "prompt_name": None}}]
+    assert config.output.granularity == "document" and config.token_pooling is None
 
 
 def test_bad_granularity_names_field_value_and_choices() -> None:
@@ -46,7 +43,9 @@ def test_missing_required_field() -> None:
 
 def test_stack_entry_needs_exactly_one_kind() -> None:
     message = _error({**BASE, "stack": [{"transformer": {}, "flair": {"model": "news-forward"}}]})
-    assert "stack.0" in message and "exactly one" in message
+    assert "stack.0" in message and "one mapping {kind: settings}" in message
+    message = _error({**BASE, "stack": [{"transformr": {}}]})
+    assert "stack.0" in message and "transformer, flair, elmo, word" in message
 
 
 def test_bad_layers_syntax() -> None:
@@ -71,10 +70,10 @@ def test_cls_pooling_needs_transformer_only_stack() -> None:
 
 def test_overrides_parse_yaml_values_and_list_indexes() -> None:
     config = parse_config(dict(BASE), ["output.path=s3://bucket/out", "resources.actors=[1, 3]",
-                                       "stack.0.transformer.layers=-1,-2", "output.dtype=float16"])
+                                       "stack.0.sentence_transformer.prompt_name=query", "output.dtype=float16"])
     assert config.output.path == "s3://bucket/out"
     assert config.resources.actors == [1, 3]
-    assert config.stack[0].transformer.layers == "-1,-2"
+    assert config.specs[0].prompt_name == "query"
     assert config.output.dtype == "float16"
 
 
@@ -94,3 +93,17 @@ def test_load_config_file_errors(tmp_path) -> None:
     good = tmp_path / "job.yaml"
     good.write_text("input: {path: c/}\noutput: {path: o/, granularity: sentence}\n")
     assert load_config(str(good)).output.granularity == "sentence"
+
+
+def test_document_level_kinds_stand_alone_and_pool_themselves() -> None:
+    alone = parse_config({**BASE, "stack": [{"sentence_transformer": {"model": "default"}}]})
+    assert alone.token_pooling is None and alone.specs[0].document_level
+    assert "must be the only stack entry" in _error({**BASE, "stack": [{"sentence_transformer": {}}, {"transformer": {}}]})
+    assert "leave pooling unset" in _error({**BASE, "pooling": "mean", "stack": [{"transformer_document": {}}]})
+    assert "token needs token embeddings" in _error({**BASE, "output": {"path": "o", "granularity": "token"},
+                                                      "stack": [{"sentence_transformer": {}}]})
+    assert "not both" in _error({**BASE, "stack": [{"sentence_transformer": {"prompt": "q: ", "prompt_name": "query"}}]})
+
+
+def test_errors_point_to_the_config_reference() -> None:
+    assert "corpus-embed config" in _error({**BASE, "ouptut": {"path": "x"}})

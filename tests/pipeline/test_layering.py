@@ -6,14 +6,20 @@ import sys
 
 
 def test_driver_modules_do_not_import_torch(tmp_path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"text": "one"}\n')
     code = (
         "import sys\n"
-        "import pipeline.cli, pipeline.run, pipeline.status, pipeline.ray_pipeline, pipeline.sink\n"
+        "import pipeline.cli, pipeline.run, pipeline.status, pipeline.ray_pipeline, pipeline.sink, pipeline.plan\n"
         "from actors.stack.fingerprint import stack_fingerprint\n"
         "from pipeline.config import parse_config\n"
-        f"c = parse_config({{'input': {{'path': {str(tmp_path)!r}}}, 'output': {{'path': {str(tmp_path)!r}}}}})\n"
-        "stack_fingerprint(c.stack_spec(), c.pooling)\n"
+        "from pipeline.plan import make_plan\n"
+        f"c = parse_config({{'input': {{'path': {str(tmp_path / 'in')!r}}}, 'output': {{'path': {str(tmp_path / 'out')!r}}}}})\n"
+        "stack_fingerprint(c.specs, c.token_pooling)\n"
+        "plan = make_plan(c)\n"
+        "assert len(plan.decision.add) == 1, plan.lines()\n"
         "assert 'torch' not in sys.modules, 'torch was imported by the driver'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "out").exists(), "planning wrote to the output"

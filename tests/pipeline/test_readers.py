@@ -38,7 +38,7 @@ def test_jsonl_bad_rows_become_rejects(tmp_path) -> None:
     path.write_bytes(b"\n".join(lines) + b"\n")
     rows = _read(path, id_field="id", max_chars=40)
     docs = [(r["id"], r["text"]) for r in rows if r["kind"] == "doc"]
-    rejects = {r["row"]: r["reject"] for r in rows if r["kind"] == "reject"}
+    rejects = {r["row"]: r["reason"] for r in rows if r["kind"] == "reject"}
     assert docs == [("a", "good one"), ("g", "good two")]
     assert rejects == {1: "malformed_json", 2: "missing_text", 3: "not_string", 4: "empty_text",
                        5: "invalid_utf8", 7: "duplicate_id", 8: "not_an_object", 9: "too_long"}
@@ -63,7 +63,7 @@ def test_truncated_gzip_keeps_rows_before_the_break(tmp_path) -> None:
     docs = [r for r in rows if r["kind"] == "doc"]
     rejects = [r for r in rows if r["kind"] == "reject"]
     assert 0 < len(docs) < 200
-    assert [r["reject"] for r in rejects] == ["truncated_stream"]
+    assert [r["reason"] for r in rejects] == ["truncated_stream"]
     assert "cut.jsonl.gz" in rejects[0]["detail"]
 
 
@@ -78,9 +78,9 @@ def test_parquet_rows_and_missing_column(tmp_path) -> None:
     good = tmp_path / "good.parquet"
     pq.write_table(pa.table({"doc": ["x", "y"], "body": ["hello", None]}), good)
     rows = _read(good, text_field="body", id_field="doc")
-    assert [(r["id"], r["kind"], r["reject"]) for r in rows] == [("x", "doc", None), ("y", "reject", "missing_text"), (None, "end", None)]
+    assert [(r["id"], r["kind"], r["reason"]) for r in rows] == [("x", "doc", None), ("y", "reject", "missing_text"), (None, "end", None)]
     rows = _read(good, text_field="text")
-    assert rows[0]["reject"] == "missing_column" and "body" in rows[0]["detail"]
+    assert rows[0]["reason"] == "missing_column" and "body" in rows[0]["detail"]
 
 
 def test_empty_shard_still_ends(tmp_path) -> None:
@@ -88,3 +88,60 @@ def test_empty_shard_still_ends(tmp_path) -> None:
     path.write_text("")
     rows = _read(path)
     assert [(r["kind"], r["seq"]) for r in rows] == [("end", 0)]
+
+
+def test_lone_surrogates_are_rejected_at_the_row(tmp_path) -> None:
+    """A JSON escape for a lone surrogate decodes to a str Arrow cannot store: that row is rejected, not the shard."""
+    path = tmp_path / "poison.jsonl"
+    path.write_text('{"id": "a", "text": "fine"}\n'
+                    '{"id": "b", "text": "lone \\ud800 x"}\n'
+                    '{"id": "c\\udfff", "text": "id poisoned"}\n'
+                    '{"id": "d", "text": "also fine"}\n')
+    rows = _read(path, id_field="id")
+    assert [(r["id"], r["text"]) for r in rows if r["kind"] == "doc"] == [("a", "fine"), ("d", "also fine")]
+    rejects = {r["row"]: (r["reason"], r["id"]) for r in rows if r["kind"] == "reject"}
+    assert rejects == {1: ("invalid_text", "b"), 2: ("bad_id", "c\\udfff")}
+    assert pa.Table.from_pylist(rows).num_rows == len(rows)   # every value is storable
+
+
+def test_parquet_with_invalid_utf8_rejects_that_row_only(tmp_path) -> None:
+    """A Parquet file written without UTF-8 checks can hold invalid bytes in a string column."""
+    path = tmp_path / "raw.parquet"
+    raw = pa.array([b"good", b"lone \xed\xa0\x80 surrogate bytes", b"\xff\xfe", b"also good"], pa.binary())
+    pq.write_table(pa.table({"text": raw.view(pa.string())}), path)
+    rows = _read(path)
+    assert [r["text"] for r in rows if r["kind"] == "doc"] == ["good", "also good"]
+    assert [(r["row"], r["reason"]) for r in rows if r["kind"] == "reject"] == [(1, "invalid_utf8"), (2, "invalid_utf8")]
+
+
+def test_ids_keep_their_type(tmp_path) -> None:
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": 1, "text": "one"}\n{"id": "1", "text": "string one"}\n{"id": 2, "text": "two"}\n'
+                    '{"id": 1, "text": "again"}\n{"id": 2.5, "text": "float"}\n{"id": true, "text": "bool"}\n')
+    rows = _read(path, id_field="id")
+    assert [(r["id"], r["int_id"]) for r in rows if r["kind"] == "doc"] == [("1", 1), ("2", 2)]
+    assert [(r["row"], r["reason"]) for r in rows if r["kind"] == "reject"] == [
+        (1, "id_type_mismatch"), (3, "duplicate_id"), (4, "bad_id"), (5, "bad_id")]
+    as_strings = _read(path, id_field="id", id_type="string")
+    assert [(r["id"], r["int_id"]) for r in as_strings if r["kind"] == "doc"] == [("1", None), ("2", None)]
+    assert [r["reason"] for r in as_strings if r["kind"] == "reject"] == ["duplicate_id", "duplicate_id", "bad_id", "bad_id"]
+
+
+def test_id_type_int_converts_integer_strings(tmp_path) -> None:
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": "7", "text": "seven"}\n{"id": 8, "text": "eight"}\n{"id": "x9", "text": "nine"}\n')
+    rows = _read(path, id_field="id", id_type="int")
+    assert [r["int_id"] for r in rows if r["kind"] == "doc"] == [7, 8]
+    assert [r["reason"] for r in rows if r["kind"] == "reject"] == ["bad_id"]
+
+
+def test_a_reader_that_breaks_fails_only_its_unit(tmp_path) -> None:
+    """Whatever goes wrong while reading becomes one unreadable_shard reject naming the shard."""
+    path = tmp_path / "gone.jsonl"
+    path.write_text('{"text": "a"}\n')
+    input_config = InputConfig(path=str(path))
+    (unit,) = plan_units(discover_shards(input_config)[0], input_config)
+    path.unlink()
+    rows = pa.concat_tables(list(read_unit(unit, input_config))).to_pylist()
+    assert [(r["kind"], r["reason"]) for r in rows] == [("reject", "unreadable_shard"), ("end", None)]
+    assert "gone.jsonl" in rows[0]["detail"]

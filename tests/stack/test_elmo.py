@@ -135,8 +135,9 @@ def test_clipping_is_applied(elmo_dir, sentences_a, reference):
 def test_model_folder_files_and_config(elmo_dir, sentences_a, reference):
     elmo = ELMoEmbeddings(model=str(elmo_dir), embedding_mode="top")
     assert [Path(p).name for p in elmo.model_files()] == ["options.json", "weights.hdf5"]
-    assert json.loads(json.dumps(elmo.config()))["embedding_mode"] == "top"
-    assert elmo.config() != make(elmo_dir, embedding_mode="all").config()
+    assert json.loads(json.dumps(elmo.get_config_dict()))["embedding_mode"] == "top"
+    assert elmo.get_config_dict() != make(elmo_dir, embedding_mode="all").get_config_dict()
+    assert elmo.model_files() == elmo.spec.files()
     assert not any(p.requires_grad for p in elmo.parameters())
     np.testing.assert_allclose(elmo.embed([sentences_a[0]])[0].numpy(), reference["layers/s0"][-1], atol=ATOL)
 

@@ -139,9 +139,10 @@ def test_weights_are_frozen_submodules_and_config_describes_output(flair_dir):
     assert not any(name.startswith("lm.decoder") for name in names)
     assert not any(p.requires_grad for p in embeddings.parameters())
     assert embeddings.model_files() == [path]
-    config = embeddings.config()
-    json.dumps(config)
-    assert config["with_whitespace"] is True and "chars_per_chunk" not in config
+    identity = embeddings.spec.identity()
+    json.dumps(identity)
+    # chars_per_chunk bounds memory and never changes a vector: not part of the identity
+    assert identity["with_whitespace"] is True and "chars_per_chunk" not in identity and "model" not in identity
     padded, mask = embeddings([["a", "b"], ["c"]])
     assert tuple(padded.shape) == (2, 2, 24) and mask.tolist() == [[True, True], [True, False]]
 
@@ -293,5 +294,5 @@ def test_published_id_resolves_to_the_file_in_the_cache(model_cache, flair_dir, 
     for name in ("news-forward", "News-Forward"):
         embeddings = FlairEmbeddings(name, device="cpu")
         assert embeddings.model_path == str(model_cache / "flair" / file_name)
-        assert embeddings.config()["model"] == name
+        assert embeddings.get_config_dict()["model"] == name
         assert _max_error(embeddings.embed(sentences_a[:3]), reference, "forward") <= ATOL

@@ -247,9 +247,9 @@ def test_trainable_scalar_mix_trains_with_the_head_and_the_encoder_stays_frozen(
         loss.backward()
         assert all(_nonzero_grad(p) for p in mixed.scalar_mix.parameters()), settings
         assert all(p.grad is None for p in mixed.model.parameters())
-        before = mixed.config()["scalar_mix_weights"]
+        before = mixed.get_config_dict()["scalar_mix_weights"]
         torch.optim.SGD(mixed.parameters(), lr=1.0).step()
-        assert mixed.config()["scalar_mix_weights"] != before
+        assert mixed.get_config_dict()["scalar_mix_weights"] != before
     assert not any(p.requires_grad for p in TransformerWordEmbeddings(layers="-1,-2", use_scalar_mix=True).parameters())
 
 

@@ -77,8 +77,8 @@ def test_job_precision_reaches_the_stack(minilm_path: str) -> None:
     config = parse_config({"input": {"path": "in"}, "output": {"path": "out"}}, ["resources.precision=bfloat16"])
     assert config.resources.precision == "bfloat16"
     texts = ["The bank raised its rates.", "A river bank in spring, green and quiet."]
-    exact, _ = TextEmbedder(config.stack_spec(), config.pooling).embed_documents(texts)
-    low, _ = TextEmbedder(config.stack_spec(), config.pooling, precision=config.resources.precision).embed_documents(texts)
+    exact, _ = TextEmbedder(config.specs, config.token_pooling).embed_documents(texts)
+    low, _ = TextEmbedder(config.specs, config.token_pooling, precision=config.resources.precision).embed_documents(texts)
     diff, cosine = _compare([torch.from_numpy(exact)], [torch.from_numpy(low)])
     assert diff > 1e-5 and cosine > 0.9999, (diff, cosine)
     with pytest.raises(ConfigError, match="resources.precision"):

@@ -297,9 +297,8 @@ def test_queries_without_a_query_prompt(emb: SentenceTransformerEmbeddings, refe
 
 
 def test_prompt_arguments_are_checked(emb: SentenceTransformerEmbeddings) -> None:
-    with pytest.raises(ValueError, match="prompt_name") as both:
+    with pytest.raises(ValueError, match="give prompt or prompt_name, not both"):
         SentenceTransformerEmbeddings(prompt="query: ", prompt_name="query", device="cpu")
-    assert "prompt=" in str(both.value)
     with pytest.raises(ValueError, match="'document', 'query'"):
         SentenceTransformerEmbeddings(prompt_name="passage", device="cpu")
 

@@ -197,13 +197,12 @@ def test_scalar_mix_layer_norm_is_batch_invariant(build: Build, sentences_a: lis
 
 def test_config_and_model_files(build: Build) -> None:
     embedding = build(layers="-1,-2", use_scalar_mix=True, scalar_mix_weights=[1.0, 2.0], scalar_mix_gamma=0.5)
-    config = embedding.config()
+    config = embedding.get_config_dict()
     assert json.loads(json.dumps(config)) == config
-    assert config["model"] == "default" and config["model_folder"]
-    assert config["layers"] == "-1,-2" and config["layer_indexes"] == [-1, -2]
-    assert config["layer_combine"] == "scalar_mix" and config["subtoken_pooling"] == "first"
+    assert config["model"] == "default" and config["layers"] == "-1,-2" and embedding.layer_indexes == [-1, -2]
+    assert embedding.layer_combine == "scalar_mix" and config["subtoken_pooling"] == "first"
     assert config["scalar_mix_weights"] == [1.0, 2.0] and config["scalar_mix_gamma"] == 0.5
-    assert build().config() != config
+    assert build().get_config_dict() != config
     names = {Path(path).name for path in embedding.model_files()}
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= names
 

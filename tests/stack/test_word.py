@@ -102,8 +102,9 @@ def assert_lookups(emb: WordEmbeddings) -> None:
 def test_flair_lookup_order(tmp_path: Path) -> None:
     emb = WordEmbeddings(str(write_text(tmp_path / "vectors.txt", ENTRIES, header=True)), device="cpu")
     assert emb.embedding_length == DIM
-    assert emb.config() == {"type": "word", "file": "vectors.txt", "format": "word2vec"}
-    assert emb.model_files() == [str(tmp_path / "vectors.txt")]
+    assert emb.get_config_dict() == {"embeddings": str(tmp_path / "vectors.txt"), "format": "auto"}
+    assert emb.format == "word2vec"
+    assert emb.model_files() == emb.spec.files() == [str(tmp_path / "vectors.txt")]
     assert_lookups(emb)
 
 
@@ -121,7 +122,7 @@ def test_flair_lookup_order(tmp_path: Path) -> None:
 def test_every_format_detected_and_read(tmp_path: Path, name: str, writer, format: str) -> None:
     path = writer(tmp_path / name)
     emb = WordEmbeddings(str(path), device="cpu")
-    assert emb.format == format and emb.config()["format"] == format
+    assert emb.format == format and emb.get_config_dict()["format"] == "auto"
     assert_lookups(emb)
     explicit = WordEmbeddings(str(path), format=format, device="cpu")
     assert torch.equal(explicit.embedding.weight, emb.embedding.weight)
@@ -212,7 +213,7 @@ def test_malformed_binary_and_wrong_explicit_format(tmp_path: Path) -> None:
         WordEmbeddings(str(bare), format="word2vec")
     with pytest.raises(ValueError, match="not a gensim KeyedVectors file"):
         WordEmbeddings(str(bare), format="gensim")
-    with pytest.raises(ValueError, match="format must be one of"):
+    with pytest.raises(ValueError, match="format"):
         WordEmbeddings(str(bare), format="csv")
 
 
@@ -361,8 +362,8 @@ def test_published_id_resolves_through_mirror(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("CORPUS_EMBED_MODEL_MIRROR", str(tmp_path / "mirror"))
     emb = WordEmbeddings("glove")
     cached = tmp_path / "cache" / "word" / "glove.gensim"
-    assert emb.config() == {"type": "word", "file": "glove.gensim", "format": "gensim"}
-    assert emb.model_files() == [str(cached), f"{cached}.vectors.npy"]
+    assert emb.format == "gensim" and emb.get_config_dict() == {"embeddings": "glove", "format": "auto"}
+    assert emb.model_files() == emb.spec.files() == [str(cached), f"{cached}.vectors.npy"]
     assert_lookups(emb)
     (tmp_path / "cache" / "word" / "glove.gensim.vectors.npy").unlink()  # refetched from the mirror
     assert WordEmbeddings("GloVe").model_files() == emb.model_files()  # ids ignore case, as in Flair

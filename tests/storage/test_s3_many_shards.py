@@ -9,12 +9,19 @@ import boto3
 import pytest
 
 from pipeline.config import InputConfig, StorageConfig
-from pipeline.ledger import Ledger
+from pipeline.ledger import CommitRecord, Ledger
 from pipeline.sources import discover_shards
-from pipeline.storage import filesystem
-from pipeline.units import plan_units
+from pipeline.storage import Folder
+from pipeline.units import Unit, plan_units
 
 pytestmark = pytest.mark.slow
+
+
+def _record(unit: Unit) -> CommitRecord:
+    return CommitRecord(unit=unit.key, source=unit.source_fingerprint, settings="s1", shard=unit.shard.key,
+                        shard_url=unit.shard.url, size=unit.shard.size, version=unit.shard.version, row_groups=None,
+                        rows_in=3, rows_out=3, rows_rejected=0, reasons={}, tokens=9, dim=4, id_type="string",
+                        files=[], stack_fingerprint="f" * 32, precision="auto", run_id="r")
 
 
 def test_thousand_shards_plan_and_ledger_listing(s3_endpoint, s3_bucket) -> None:
@@ -37,12 +44,11 @@ def test_thousand_shards_plan_and_ledger_listing(s3_endpoint, s3_bucket) -> None
     assert len(units) == 1000 and len({u.key for u in units}) == 1000
     assert [s.key for s in shards][:2] == ["shard-0000.jsonl", "shard-0001.jsonl"]
 
-    fs, root = filesystem(f"{s3_bucket}/out", storage)
-    ledger = Ledger(fs, root)
+    ledger = Ledger(Folder(f"{s3_bucket}/out", storage))
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda u: ledger.commit(u.key, u.source_fingerprint, {"rows_in": 3}), units))
+        list(pool.map(lambda u: ledger.commit(_record(u)), units))
     started = time.perf_counter()
     committed = ledger.committed()
     listed = time.perf_counter() - started
-    assert {k: v.source_fingerprint for k, v in committed.items()} == {u.key: u.source_fingerprint for u in units}
+    assert {k: v.source for k, v in committed.items()} == {u.key: u.source_fingerprint for u in units}
     print(f"planned 1000 S3 shards in {planned:.2f} s; listed 1000 ledger records in {listed:.2f} s")
