@@ -63,6 +63,14 @@ class TextEmbedder:
         return matrix.astype(np.float32, copy=False), [len(tokens) for tokens in token_lists]
 
     @torch.inference_mode()
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Search queries' vectors, ``[n, dim]``: with the model's query prompt where the stack has
+        one (``SentenceTransformerEmbeddings.embed_queries``), else as documents."""
+        if hasattr(self.stack, "embed_queries"):
+            return self.stack.embed_queries(texts).numpy().astype(np.float32, copy=False)
+        return self.embed_documents(texts)[0]
+
+    @torch.inference_mode()
     def embed_sentences(self, texts: list[str], keep_tokens: bool = False) -> list[SentenceVectors]:
         """Per text: its sentences and one vector each (or every token's vector with ``keep_tokens``)."""
         documents = [split_into_sentences(text) for text in texts]

@@ -19,7 +19,7 @@ from actors.stack.registry import ModelNotFoundError
 from pipeline.config import JobConfig
 from pipeline.errors import UserError, one_line
 from pipeline.lease import LeaseHeldError, read_lease
-from pipeline.layout import DATA_DIR, LEDGER_LAYOUT
+from pipeline.layout import DATA_DIR, FAILED_DIR, LEDGER_LAYOUT
 from pipeline.ledger import Committed, Ledger, Manifest, check_compatible
 from pipeline.sources import discover_shards
 from pipeline.storage import Folder, check_output_folder, is_local_url, storage_errors
@@ -75,7 +75,7 @@ class Decision:
     replace: list[UnitAction] = field(default_factory=list)
     skip: list[Unit] = field(default_factory=list)
     remove: list[Removal] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)     # data/<unit> folders with no record and no unit
+    orphans: list[str] = field(default_factory=list)     # data/ or _failed/ folders of units neither planned nor committed
 
     @property
     def pending(self) -> list[UnitAction]:
@@ -183,7 +183,7 @@ def make_plan(config: JobConfig, options: RunOptions = RunOptions()) -> Plan:
         units = plan_units(shards, config.input, config.storage)
     with storage_errors(config.output.path, "output.path", config.storage):
         committed = ledger.committed()
-        published = set(output.listdir(DATA_DIR))
+        published = set(output.listdir(DATA_DIR)) | set(output.listdir(FAILED_DIR))
     plan = Plan(config, options, output, manifest, existing, settings_id, units, committed, Decision(), skipped)
     plan.decision = decide(plan, committed, published)
     return plan

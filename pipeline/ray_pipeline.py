@@ -71,7 +71,14 @@ def ensure_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     quiet = not verbose
-    kwargs: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.WARNING,
+    if quiet:
+        # Ray's C++ core logs to stderr (for instance that Ray Data's own workers keep constructor
+        # arguments in the object store): notes for Ray's developers, not for a run's reader.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    # Quiet by default: Ray's INFO lines, and warnings meant for Ray developers (such as the one for
+    # connecting from a thread other than the main one, which the deadline below needs), stay out
+    # of the run's output; --verbose brings them back.
+    kwargs: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR,
                               "log_to_driver": verbose, "configure_logging": True}
     address = os.environ.get("RAY_ADDRESS")
     if not address:
@@ -87,7 +94,7 @@ def ensure_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
         _init_with_deadline(ray, address, kwargs)
     if quiet:
         for name in ("ray", "ray.data", "ray.data._internal"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _init_with_deadline(ray: Any, address: str, kwargs: dict[str, Any]) -> None:

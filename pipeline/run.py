@@ -185,7 +185,7 @@ def run(config: Any, options: RunOptions = RunOptions(), *, progress: bool = Tru
             summary.lease_taken_over = lease.taken_over.describe()
         discard_staging(output)                       # dead runs' leftovers: this run holds the lease
         committed = {} if options.overwrite else ledger.committed()
-        plan.decision = decide(plan, committed, set(output.listdir(DATA_DIR)))
+        plan.decision = decide(plan, committed, set(output.listdir(DATA_DIR)) | set(output.listdir(FAILED_DIR)))
         _apply_deletions(plan, ledger, summary)
         ledger.write_manifest(plan.manifest)
         summary.units_skipped = len(plan.decision.skip)
@@ -240,7 +240,7 @@ def _apply_deletions(plan: Plan, ledger: Ledger, summary: RunSummary) -> None:
             output.remove(f"{folder}/{removal.entry.unit}")
         summary.removed.append(removal.entry.unit)
     for unit in plan.decision.orphans:
-        for folder in (DATA_DIR, REJECTS_DIR):
+        for folder in (DATA_DIR, REJECTS_DIR, FAILED_DIR):
             output.remove(f"{folder}/{unit}")
 
 
@@ -253,7 +253,7 @@ def _execute(plan: Plan, pending: list[UnitAction], ledger: Ledger, lease: Lease
     by_key = {action.unit.key: action for action in pending}
     specs = ", ".join(spec.describe() for spec in config.specs)
     metadata = {"corpus_embed.stack_fingerprint": plan.manifest.stack_fingerprint,
-                "corpus_embed.stack": specs, "corpus_embed.pooling": str(config.token_pooling),
+                "corpus_embed.stack": specs, "corpus_embed.pooling": config.token_pooling or "the model's own",
                 "corpus_embed.dtype": config.output.dtype, "corpus_embed.granularity": config.output.granularity,
                 "corpus_embed.version": VERSION, "corpus_embed.run_id": summary.run_id}
     dataset = build_dataset(config, [action.unit for action in pending], plan.output, summary.run_id, metadata, verbose)

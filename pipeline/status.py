@@ -63,7 +63,8 @@ def output_status(output_url: str, storage: StorageConfig | None = None) -> dict
         "rejects_by_reason": dict(reasons),
         "tokens": sum(r.tokens for r in records),
         "precision": dict(precisions),
-        "running": None if holder is None else {**holder.__dict__, "age_s": holder.age()},
+        "running": None if holder is None else {**holder.__dict__, "age_s": holder.age(),
+                                                "live": holder.live(_lease_timeout(manifest))},
         "nodes": last.get("nodes", {}),
         "runs": [{key: run.get(key) for key in ("run_id", "ok", "units_done", "rows_in", "docs_per_second",
                                                 "seconds_total", "error", "units_failed")} for run in runs],
@@ -87,6 +88,12 @@ def _pending(manifest: Any, committed: dict[str, Any], storage: StorageConfig | 
     except Exception as error:  # noqa: BLE001 - status reports what it cannot see
         return None, f"the input {config.input.path!r} cannot be listed: {one_line(error, 300)}"
     return sum(unit_state(unit, committed.get(unit.key), settings) != "done" for unit in units), f"planned from {config.input.path}"
+
+
+def _lease_timeout(manifest: Any) -> float:
+    if manifest is not None and manifest.config:
+        return float(manifest.config.get("lease_timeout_s") or 0)
+    return 0.0
 
 
 def _failed(output: Folder) -> list[dict[str, Any]]:
@@ -119,9 +126,13 @@ def format_status(status: dict[str, Any]) -> str:
     if status["rejects_by_reason"]:
         lines.append("  rejects: " + ", ".join(f"{k}={v}" for k, v in sorted(status["rejects_by_reason"].items())))
     running = status["running"]
-    if running:
+    if running and running["live"]:
         lines.append(f"  RUNNING: run {running['run_id']} on {running['host']} (pid {running['pid']}), "
                      f"last heartbeat {running['age_s']:.0f} s ago")
+    elif running:
+        lines.append(f"  not running: run {running['run_id']} on {running['host']} (pid {running['pid']}) left a "
+                     f"stale lease (heartbeat {running['age_s']:.0f} s ago, or its process is gone); the next run "
+                     f"takes it over")
     for failure in status["units_failed"][:10]:
         lines.append(f"  failed: {failure['unit']} ({failure.get('shard', '?')}): {failure.get('reason', '?')}")
     if status["nodes"]:

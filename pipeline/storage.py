@@ -332,11 +332,16 @@ class Folder:
             folder = os.path.dirname(folder)
 
     def move(self, source: str, target: str) -> None:
-        """Move one file (a rename locally; a server-side copy then delete on object stores)."""
+        """Move one file (a rename locally; a server-side copy then delete on object stores).
+
+        Locally the source's own folder is dropped once empty, and only that one: a writer may be
+        creating a sibling folder in the same parent at this moment.
+        """
         if self.is_local:
             os.makedirs(os.path.dirname(self.path(target)), exist_ok=True)
             os.replace(self.path(source), self.path(target))
-            self._drop_empty_parents(os.path.dirname(self.path(source)))
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.path(source)))
         else:
             self.fs.mv(self.path(source), self.path(target))
 

@@ -2,12 +2,15 @@
 
 Rules are deterministic: every ``fail_every``-th request is answered 503 (or the connection is
 dropped without an answer, alternately), up to ``max_faults``; requests whose path contains one
-of ``forbidden`` get a permanent 403. Everything else is forwarded byte for byte.
+of ``forbidden`` get a permanent 403; every request waits ``delay_s`` first (a slow store, so a
+test can kill a process in the middle of a sequence of requests). Everything else is forwarded
+byte for byte.
 """
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -18,6 +21,7 @@ class FaultPlan:
     fail_every: int = 0
     max_faults: int = 0
     forbidden: tuple[str, ...] = ()
+    delay_s: float = 0.0
     requests: int = 0
     injected: dict[str, int] = field(default_factory=lambda: {"503": 0, "drop": 0, "403": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -52,6 +56,8 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.plan.delay_s:
+                    time.sleep(proxy.plan.delay_s)
                 decision = proxy.plan.decide(self.path)
                 if decision == "drop":
                     self.close_connection = True

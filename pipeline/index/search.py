@@ -118,14 +118,13 @@ class Searcher:
                 f"corpus and rebuild the index with this stack.")
 
     def embed_query(self, query: str) -> np.ndarray:
-        """The query's vector, ``[1, dim]``: the ONE place a search query is embedded.
+        """The query's vector, ``[1, dim]``: the one place a search query is embedded.
 
-        TODO(query prompt): a ``sentence_transformer`` stack whose model declares a "query" prompt
-        should embed queries with that prompt (documents were embedded without it). Until that is
-        wired here, queries are embedded exactly as documents are.
+        A ``sentence_transformer`` stack whose model declares a "query" prompt (e5, bge) embeds
+        queries with it, as ``SentenceTransformer.encode_query`` does; other stacks embed a query
+        exactly as they embedded the documents.
         """
-        vectors, _ = self.embedder.embed_documents([query])
-        return vectors
+        return self.embedder.embed_queries([query])
 
     def search(self, query: str, k: int = 10, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
         return self.reader.search_vectors(self.embed_query(query), k, ef_search=ef_search, nprobe=nprobe)[0]

@@ -296,3 +296,30 @@ def test_published_id_resolves_to_the_file_in_the_cache(model_cache, flair_dir, 
         assert embeddings.model_path == str(model_cache / "flair" / file_name)
         assert embeddings.get_config_dict()["model"] == name
         assert _max_error(embeddings.embed(sentences_a[:3]), reference, "forward") <= ATOL
+
+
+def test_tokenized_lm_false_reads_the_text_as_written(flair_dir):
+    """flair's ``tokenized_lm=False``: the LM reads ``Sentence.to_plain_string()`` and an offset skips
+    a position after a token only where whitespace follows it."""
+    from actors.embedder import Word
+    from actors.text import tokenize_with_whitespace
+
+    tokens = [Word(token.text, token.whitespace_after) for token in tokenize_with_whitespace("I didn't go.")]
+    assert [(t, t.whitespace_after) for t in tokens] == [("I", 1), ("did", 0), ("n't", 1), ("go", 0), (".", 0)]
+    for name, forward in (("flair-tiny-forward.pt", True), ("flair-tiny-backward.pt", False)):
+        plain = FlairEmbeddings(str(flair_dir / name), device="cpu", tokenized_lm=False)
+        tokenized = FlairEmbeddings(str(flair_dir / name), device="cpu")
+        string, lm_input = plain.lm_input(tokens)
+        text = "I didn't go."
+        assert string == "\n" + (text if forward else text[::-1]) + " "
+        assert tokenized.lm_input(tokens)[0] == "\n" + ("I did n't go ." if forward else "I did n't go ."[::-1]) + " "
+        if forward:   # the state after each token's last character: the next character of the text
+            assert [string[p] for p in lm_input.positions] == [" ", "n", " ", ".", " "]
+        # The vectors are the LM's states at those positions of that string.
+        with torch.inference_mode():
+            states, _ = plain.lm(torch.tensor(lm_input.char_ids).unsqueeze(1))
+        expected = states[lm_input.positions, 0]
+        torch.testing.assert_close(plain.embed([tokens])[0], expected)
+        assert not torch.allclose(plain.embed([tokens])[0], tokenized.embed([tokens])[0])
+        # Plain strings count as followed by one space: the same as the tokenized LM.
+        torch.testing.assert_close(plain.embed([[str(t) for t in tokens]])[0], tokenized.embed([tokens])[0])
