@@ -1,4 +1,5 @@
-"""``corpus-embed``: run, status, embed, config, index build/info, search. Each command has ``--help``.
+"""``corpus-embed``: run, status, embed, config, index build/info, search. Each command has ``--help``;
+``corpus-embed config`` is the reference of every config field.
 
 Exit codes: 0 success; 1 the run failed (units failed, or an error; committed work is kept and a
 rerun resumes); 2 a mistake found before any work (bad config, input, model or output path; an
@@ -107,14 +108,29 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    """The config reference, generated from the model (no Ray, no torch): it cannot go stale."""
+    from pipeline import config_docs
+
+    if args.json_schema:
+        print(config_docs.json_schema_text())
+    elif args.example:
+        print(config_docs.example(), end="")
+    else:
+        print(config_docs.reference())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="corpus-embed", description="Embed whole corpora with stacked contextual embeddings, resumably, on Ray.")
+    parser = argparse.ArgumentParser(prog="corpus-embed", description="Embed whole corpora with stacked contextual embeddings, resumably, on Ray.",
+                                     epilog=f"Config files: {CONFIG_HELP}.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="embed, resume or refresh: does only what is not committed",
                               epilog=CONFIG_HELP)
     run.add_argument("config", help="YAML/JSON config: local path or s3://, gs:// URL")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. output.path=s3://b/out")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. output.path=s3://b/out (fields: corpus-embed config)")
     run.add_argument("--overwrite", action="store_true", help="delete the existing output first (also when its stack differs); asks first")
     run.add_argument("--yes", action="store_true", help="confirm --overwrite without asking (for scripts)")
     run.add_argument("--no-prune", action="store_true", help="keep outputs of shards no longer in the input")
@@ -133,12 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
 
-    embed = commands.add_parser("embed", help="embed one text in-process and print the vectors' shape and head")
+    embed = commands.add_parser("embed", help="embed one text in-process and print the vectors' shape and head",
+                                epilog=CONFIG_HELP)
     embed.add_argument("text")
     embed.add_argument("--config", default=None, help="config whose stack to use (default: the packaged MiniLM)")
-    embed.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    embed.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. stack.0.sentence_transformer.prompt_name=query")
     embed.add_argument("--head", type=int, default=6, help="values shown per vector")
     embed.set_defaults(func=_embed)
+
+    config = commands.add_parser("config", help="every config field: dotted path, type, default and meaning",
+                                 description="The job config reference, generated from the config model itself.")
+    shown = config.add_mutually_exclusive_group()
+    shown.add_argument("--json-schema", action="store_true", help="print the JSON Schema of a config file instead")
+    shown.add_argument("--example", action="store_true",
+                       help="print a commented example config (every field at its default) instead")
+    config.set_defaults(func=_config)
 
     from pipeline.index.commands import add_index_commands
 
