@@ -177,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:      # `corpus-embed config | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     except UserError as error:
         print(f"corpus-embed: {one_line(error, 4000)}", file=sys.stderr)
         return 2

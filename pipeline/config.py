@@ -140,6 +140,11 @@ class JobConfig(_Strict):
         """The pooling of token vectors (mean unless set); None for a document-level stack."""
         return None if self.specs[0].document_level else (self.pooling or "mean")
 
+    @property
+    def pooling_description(self) -> str:
+        """How vectors are pooled, in words (Parquet metadata): the token pooling, or the model's own."""
+        return self.token_pooling or f"{self.specs[0].kind}'s own"
+
     def stack_config(self) -> list[dict[str, Any]]:
         """The stack in config form (``[{"transformer": {...}}, ...]``), as the manifest records it."""
         return [spec.get_config_dict() for spec in self.specs]

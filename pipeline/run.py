@@ -253,7 +253,7 @@ def _execute(plan: Plan, pending: list[UnitAction], ledger: Ledger, lease: Lease
     by_key = {action.unit.key: action for action in pending}
     specs = ", ".join(spec.describe() for spec in config.specs)
     metadata = {"corpus_embed.stack_fingerprint": plan.manifest.stack_fingerprint,
-                "corpus_embed.stack": specs, "corpus_embed.pooling": config.token_pooling or "the model's own",
+                "corpus_embed.stack": specs, "corpus_embed.pooling": config.pooling_description,
                 "corpus_embed.dtype": config.output.dtype, "corpus_embed.granularity": config.output.granularity,
                 "corpus_embed.version": VERSION, "corpus_embed.run_id": summary.run_id}
     dataset = build_dataset(config, [action.unit for action in pending], plan.output, summary.run_id, metadata, verbose)

@@ -155,7 +155,7 @@ def test_readme_duckdb_queries_run_as_written(default_run: Finished) -> None:
                                 for statement in block.split(";") if statement.strip()]
     assert count == [(20, 20)]
     assert dict(metadata) == {"corpus_embed.stack": "sentence_transformer(model=default)",
-                              "corpus_embed.pooling": str(default_run.config.token_pooling),
+                              "corpus_embed.pooling": default_run.config.pooling_description,
                               "corpus_embed.dim": "384"}
     _assert_nearest(nearest, _nearest_expected(default_run.output))
 
@@ -191,7 +191,7 @@ def test_parquet_metadata_describes_the_stack(which: str, request: pytest.Fixtur
                     if key.startswith(b"corpus_embed.")}
         assert metadata == {
             "corpus_embed.stack": ", ".join(spec.describe() for spec in config.specs),
-            "corpus_embed.pooling": str(config.token_pooling),
+            "corpus_embed.pooling": config.pooling_description,
             "corpus_embed.stack_fingerprint": summary.stack_fingerprint,
             "corpus_embed.dim": "384",
             "corpus_embed.dtype": "float32",
