@@ -12,7 +12,6 @@ Computed from the output and the input, never from a single run's say-so:
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from pipeline.config import JobConfig, StorageConfig
@@ -39,15 +38,10 @@ def output_status(output_url: str, storage: StorageConfig | None = None) -> dict
         committed = ledger.committed()
         if manifest is None and not committed:
             raise NoOutputError(f"{output_url!r} holds no corpus-embed output (no _manifest.json, no _ledger/)")
-        records = ledger.read(list(committed.values()))
+        totals = ledger.totals(list(committed.values()))
         holder, _ = read_lease(output)
         failed = _failed(output)
         runs = _latest_runs(output)
-    reasons: Counter = Counter()
-    precisions: Counter = Counter()
-    for record in records:
-        reasons.update(record.reasons)
-        precisions[record.precision] += 1
     pending, pending_note = _pending(manifest, committed, storage)
     last = runs[-1] if runs else {}
     return {
@@ -57,12 +51,12 @@ def output_status(output_url: str, storage: StorageConfig | None = None) -> dict
         "units_pending": pending,
         "pending_note": pending_note,
         "units_failed": failed,
-        "rows_in": sum(r.rows_in for r in records),
-        "rows_out": sum(r.rows_out for r in records),
-        "rows_rejected": sum(r.rows_rejected for r in records),
-        "rejects_by_reason": dict(reasons),
-        "tokens": sum(r.tokens for r in records),
-        "precision": dict(precisions),
+        "rows_in": totals.rows_in,
+        "rows_out": totals.rows_out,
+        "rows_rejected": totals.rows_rejected,
+        "rejects_by_reason": dict(totals.reasons),
+        "tokens": totals.tokens,
+        "precision": dict(totals.precision),
         "running": None if holder is None else {**holder.__dict__, "age_s": holder.age(),
                                                 "live": holder.live(_lease_timeout(manifest))},
         "nodes": last.get("nodes", {}),

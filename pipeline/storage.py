@@ -189,6 +189,11 @@ class Folder:
 
     def listdir(self, relative: str = "") -> list[str]:
         """Names directly under ``relative`` (files and folders), sorted; [] when it does not exist."""
+        if self.is_local:      # names only: no stat per entry (a ledger of 100,000 records lists in ms)
+            try:
+                return sorted(os.listdir(self.path(relative)))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
         try:
             entries = self.fs.ls(self.path(relative), detail=False)
         except FileNotFoundError:
