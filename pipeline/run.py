@@ -107,6 +107,8 @@ class RunSummary:
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
+        values.setdefault("run_id", "?")
+        values.setdefault("output", "?")
         values["units_failed"] = [UnitFailure(**{k: v for k, v in failure.items() if k in UnitFailure.__dataclass_fields__})
                                   for failure in values.get("units_failed", [])]
         return cls(**values)

@@ -12,7 +12,7 @@ Computed from the output and the input, never from a single run's say-so:
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import JobConfig, StorageConfig
 from pipeline.errors import UserError, one_line
@@ -21,6 +21,9 @@ from pipeline.lease import read_lease
 from pipeline.ledger import Ledger
 from pipeline.storage import Folder, storage_errors
 from pipeline.units import row_settings, settings_hash
+
+if TYPE_CHECKING:
+    from pipeline.run import RunSummary
 
 RUNS_SHOWN = 10
 
@@ -43,7 +46,7 @@ def output_status(output_url: str, storage: StorageConfig | None = None) -> dict
         failed = _failed(output)
         runs = _latest_runs(output)
     pending, pending_note = _pending(manifest, committed, storage)
-    last = runs[-1] if runs else {}
+    last = runs[-1] if runs else None
     return {
         "output": output.url,
         "manifest": manifest.to_json() if manifest else None,
@@ -59,9 +62,10 @@ def output_status(output_url: str, storage: StorageConfig | None = None) -> dict
         "precision": dict(totals.precision),
         "running": None if holder is None else {**holder.__dict__, "age_s": holder.age(),
                                                 "live": holder.live(_lease_timeout(manifest))},
-        "nodes": last.get("nodes", {}),
-        "runs": [{key: run.get(key) for key in ("run_id", "ok", "units_done", "rows_in", "docs_per_second",
-                                                "seconds_total", "error", "units_failed")} for run in runs],
+        "nodes": last.nodes if last else {},
+        "runs": [{"run_id": run.run_id, "ok": run.ok, "units_done": run.units_done, "rows_in": run.rows_in,
+                  "docs_per_second": run.docs_per_second, "seconds_total": run.seconds_total, "error": run.error,
+                  "units_failed": len(run.units_failed)} for run in runs],
     }
 
 
@@ -98,9 +102,12 @@ def _failed(output: Folder) -> list[dict[str, Any]]:
     return failures
 
 
-def _latest_runs(output: Folder) -> list[dict[str, Any]]:
+def _latest_runs(output: Folder) -> list[RunSummary]:
+    from pipeline.run import RunSummary  # noqa: F811 - the run loop's module, imported only when needed
+
     names = [name for name in output.listdir(RUNS_DIR) if name.endswith(".json")]
-    return [run for run in (output.read_json(f"{RUNS_DIR}/{name}") for name in names[-RUNS_SHOWN:]) if run]
+    records = (output.read_json(f"{RUNS_DIR}/{name}") for name in names[-RUNS_SHOWN:])
+    return [RunSummary.from_json(record) for record in records if record]
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -135,8 +142,8 @@ def format_status(status: dict[str, Any]) -> str:
                                                       for node, info in sorted(status["nodes"].items())))
     for run in status["runs"]:
         state = "ok" if run["ok"] else f"FAILED {run.get('error') or ''}".strip()
-        lines.append(f"  run {run['run_id']}: {run['units_done']} units, {run['rows_in'] or 0:,} docs, "
-                     f"{(run['docs_per_second'] or 0):.1f} docs/s, {(run['seconds_total'] or 0):.1f} s, {state}")
+        lines.append(f"  run {run['run_id']}: {run['units_done']} units, {run['rows_in']:,} docs, "
+                     f"{run['docs_per_second']:.1f} docs/s, {run['seconds_total']:.1f} s, {state}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import uuid
 from typing import IO, Any, Iterator
 
@@ -24,6 +25,9 @@ import fsspec
 
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError, one_line
+
+# Hidden temp files of atomic writes in progress (or of a process killed during one): readers skip them.
+TEMP_PREFIX = ".tmp-"
 
 # A probe of an object store before a run gives up after this many seconds per attempt and this
 # many retries: a refused endpoint fails within about a quarter of a minute, not after minutes of
@@ -225,24 +229,40 @@ class Folder:
 
     # -- writing -------------------------------------------------------------------------------
     def write_atomic(self, relative: str, data: bytes) -> None:
-        """Write a whole file so readers see either nothing or all of it.
-
-        Object stores make a PUT visible only when complete; on local disks the bytes go to a
-        hidden temp file beside the target (``.tmp-*``: every reader skips it) that is fsynced
-        and renamed over it (atomic on POSIX). This is the only atomic write in the project.
-        """
-        target = self.path(relative)
+        """Write a whole file so readers see either nothing or all of it (see ``writing``)."""
         if not self.is_local:
-            self.fs.pipe_file(target, data)
+            self.fs.pipe_file(self.path(relative), data)    # a PUT is visible only when complete
             return
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        temp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")
-        try:
+        with self.writing(relative) as temp:
             with open(temp, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+
+    @contextlib.contextmanager
+    def writing(self, relative: str) -> Iterator[str]:
+        """A local path to write ``relative``'s content to, published atomically when the block ends.
+
+        The one atomic write of the project. On local disks the path is a hidden temp file beside
+        the target (``.tmp-*``: every reader skips it), fsynced and renamed over the target (atomic
+        on POSIX). On object stores it lies in a local temporary folder and is uploaded with one
+        PUT, which the store makes visible only when complete; large files (FAISS indexes) stream
+        from disk either way. An exception in the block publishes nothing and leaves no temp file.
+        """
+        if not self.is_local:
+            with tempfile.TemporaryDirectory(prefix="corpus-embed-") as work:
+                local = os.path.join(work, os.path.basename(relative) or "file")
+                yield local
+                self.fs.put_file(local, self.path(relative))
+            return
+        target = self.path(relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        temp = os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        try:
+            yield temp
+            descriptor = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
             os.replace(temp, target)
         finally:
             if os.path.exists(temp):

@@ -26,7 +26,7 @@ Layout of an index folder/prefix (local path or object storage)::
     idmap/<unit-key>/<first-label>.parquet  label → id (and sentence number, text snippet) for one unit
 
 Every path is relative to the index's ``pipeline.storage.Folder``; ``index.json`` is written with
-``Folder.write_atomic``, the large files through ``transfer.publishing``.
+``Folder.write_atomic``, the large files through ``Folder.writing``.
 
 Similarity is cosine: vectors are L2-normalised on the way in, queries too, and scores are inner
 products in [-1, 1].

@@ -11,7 +11,7 @@ of the ledger:
 
 So a first build reads everything, a nightly build reads only what the night's run committed, and a
 build with nothing new writes nothing. Vectors are streamed one Parquet batch at a time. The FAISS
-file and the id maps are published under new names (``transfer.publishing``); ``index.json`` is written
+file and the id maps are published under new names (``Folder.writing``); ``index.json`` is written
 last, so a crash at any point leaves the previous index readable, and the next build sweeps leftovers.
 One build at a time per index (the nightly job runs them in sequence).
 """
@@ -30,10 +30,10 @@ from pipeline.index.errors import IndexBuildError
 from pipeline.index.idmap import IdMapWriter
 from pipeline.index.layout import (IDMAP_DIR, IndexMeta, UnitEntry, idmap_path, index_file_name, load_meta,
                                    save_meta, unit_identity)
-from pipeline.index.transfer import TEMP_PREFIX, publishing, read_index, write_index
+from pipeline.index.transfer import read_index, write_index
 from pipeline.index.vectors import sample_rows, stream_unit, unit_files
 from pipeline.ledger import Committed, CommitRecord, Ledger, Manifest
-from pipeline.storage import Folder, storage_errors
+from pipeline.storage import TEMP_PREFIX, Folder, storage_errors
 
 
 @dataclass
@@ -263,7 +263,7 @@ def _add_unit(faiss_index: faiss.Index, meta: IndexMeta, output: Folder, folder:
     """Stream one unit into the index under fresh labels and publish its id map; returns its entry."""
     first = meta.next_label
     count = 0
-    with publishing(folder, idmap_path(key, first)) as local:
+    with folder.writing(idmap_path(key, first)) as local:
         writer = IdMapWriter(local, first, meta.id_type, where=f"unit {key} of {output.url}")
         try:
             for batch in stream_unit(output, unit_files(key, record), meta.dim):

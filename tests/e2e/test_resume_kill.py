@@ -53,6 +53,11 @@ def test_sigkill_then_resume_exactly_once(ray_address, tmp_path) -> None:
 
     before = _committed(output)
     assert 0 < len(before) < 15, f"{len(before)} units committed at the kill: the kill was not mid-run"
+    # The dead driver's actors and tasks stop writing within seconds (Ray ends a job whose driver died).
+    time.sleep(8)
+    staged = sorted(str(p) for p in (output / "_staging").rglob("*")) if (output / "_staging").exists() else []
+    time.sleep(5)
+    assert staged == (sorted(str(p) for p in (output / "_staging").rglob("*")) if (output / "_staging").exists() else [])
     records_before = {key: (output / entry.name).read_bytes() for key, entry in before.items()}
     rows_before = sum(json.loads(data)["rows_in"] for data in records_before.values())
 

@@ -254,3 +254,32 @@ def test_driver_sigkill_several_times_on_s3(ray_address, s3_endpoint, s3_bucket,
     ids = _output_ids(s3_endpoint, f"{s3_bucket}/out")
     assert len(ids) == len(set(ids)) == len(docs)
     assert not [k for k in _keys(s3_endpoint, f"{s3_bucket}/out/") if "_staging" in k]
+
+
+def test_s3_identity_failed_work_and_prune_guard(ray_address, s3_endpoint, s3_bucket) -> None:
+    """The trustworthy-run rules hold on object storage as on local disks (ETags as shard versions)."""
+    from pipeline.plan import PruneGuardError, RunOptions
+
+    docs = demo_documents()[:32]
+    size = 8
+    for index in range(4):
+        _put(s3_endpoint, f"{s3_bucket}/corpus/part-{index:03d}.jsonl", _jsonl(docs[index * size:(index + 1) * size]))
+    wrong = run(_config(s3_bucket, s3_endpoint, input={"text_field": "body"}), progress=False)
+    assert not wrong.ok and wrong.units_done == 0 and len(wrong.units_failed) == 4
+    fixed = run(_config(s3_bucket, s3_endpoint), progress=False)
+    assert fixed.ok and fixed.units_done == 4 and len(fixed.added) == 4
+
+    rewritten = docs[24:32]
+    rewritten[0] = {**rewritten[0], "text": rewritten[0]["text"].swapcase()}     # same size, new bytes
+    _put(s3_endpoint, f"{s3_bucket}/corpus/part-003.jsonl", _jsonl(rewritten))
+    again = run(_config(s3_bucket, s3_endpoint), progress=False)
+    assert again.ok and again.replaced_reasons == {"its shard changed": 1} and again.units_skipped == 3
+
+    for index in range(3):
+        _delete(s3_endpoint, f"{s3_bucket}/corpus/part-{index:03d}.jsonl")
+    with pytest.raises(PruneGuardError, match="would remove 3 of the output's 4 committed units"):
+        run(_config(s3_bucket, s3_endpoint), progress=False)
+    assert len(_output_ids(s3_endpoint, f"{s3_bucket}/out")) == 32
+    pruned = run(_config(s3_bucket, s3_endpoint), RunOptions(max_prune_ratio=1.0), progress=False)
+    assert pruned.ok and len(pruned.removed) == 3
+    assert sorted(_output_ids(s3_endpoint, f"{s3_bucket}/out")) == sorted(d["id"] for d in rewritten)
