@@ -101,6 +101,27 @@ def write_shards(root: Path, docs: list[dict], shards: int, gzip_every: int = 0)
     return docs
 
 
+def wait_for(predicate, timeout: float = 180, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def output_ids(output: Path) -> list:
+    """The ids of every committed row of a local output, read back as a user would (``data/``)."""
+    import pyarrow.dataset as ds
+
+    if not (output / "data").exists():
+        return []
+    return ds.dataset(str(output / "data"), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
+
+
 @pytest.fixture(scope="session")
 def ray_address() -> str:
     """A local Ray with 2 CPUs; its address lets subprocess drivers join it (no start-up per run)."""

@@ -22,7 +22,7 @@ from pipeline.ledger import Ledger
 from pipeline.run import run
 from pipeline.status import output_status
 from pipeline.storage import Folder
-from tests.conftest import demo_documents, write_shards
+from tests.conftest import demo_documents, output_ids, wait_for, write_shards
 
 pytestmark = pytest.mark.slow
 
@@ -44,17 +44,8 @@ def _start(config_path: Path, ray_address: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _ids(output: Path) -> list:
-    return ds.dataset(str(output / "data"), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
 
 
-def _wait_for(predicate, timeout: float = 180) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_two_runs_started_together_one_works_the_other_refuses(ray_address, tmp_path) -> None:
@@ -66,7 +57,7 @@ def test_two_runs_started_together_one_works_the_other_refuses(ray_address, tmp_
     assert codes == [0, 2], [(code, err[-1500:]) for code, _, err in results]
     refused = next(err for code, _, err in results if code == 2)
     assert "is being written by run " in refused and len(refused.strip().splitlines()) == 1
-    ids = _ids(tmp_path / "out")
+    ids = output_ids(tmp_path / "out")
     assert len(ids) == len(set(ids)) == len(docs)
     assert len(list((tmp_path / "out" / "_runs").glob("*.json"))) == 1
 
@@ -77,7 +68,7 @@ def test_a_run_started_while_another_embeds_exits_2_naming_it(ray_address, tmp_p
     ledger = Ledger(Folder(str(tmp_path / "out")))
     first = _start(config_path, ray_address)
     try:
-        assert _wait_for(lambda: first.poll() is not None or ledger.committed())
+        assert wait_for(lambda: first.poll() is not None or ledger.committed())
         assert first.poll() is None, "the first run finished too early"
         running = output_status(str(tmp_path / "out"))
         assert running["running"]["live"] and running["units_pending"] > 0
@@ -90,7 +81,7 @@ def test_a_run_started_while_another_embeds_exits_2_naming_it(ray_address, tmp_p
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    ids = _ids(tmp_path / "out")
+    ids = output_ids(tmp_path / "out")
     assert len(ids) == len(set(ids)) == len(docs)
     assert output_status(str(tmp_path / "out"))["running"] is None
 
@@ -102,10 +93,10 @@ def test_status_during_and_after_a_killed_run(ray_address, tmp_path, capsys) -> 
     driver = _start(config_path, ray_address)
     try:
         # Before the first commit: the run is there, and everything is pending (not "0 pending").
-        assert _wait_for(lambda: (output / "_lease.json").exists() and (output / "_manifest.json").exists())
+        assert wait_for(lambda: (output / "_lease.json").exists() and (output / "_manifest.json").exists())
         early = output_status(str(output))
         assert early["running"]["live"] and early["units_done"] + early["units_pending"] == 12
-        assert _wait_for(lambda: len(Ledger(Folder(str(output))).committed()) >= 2)
+        assert wait_for(lambda: len(Ledger(Folder(str(output))).committed()) >= 2)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:

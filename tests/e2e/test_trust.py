@@ -20,7 +20,7 @@ from pipeline.ledger import Ledger
 from pipeline.plan import PruneGuardError, RunOptions
 from pipeline.run import run
 from pipeline.storage import Folder
-from tests.conftest import demo_documents, write_shards
+from tests.conftest import demo_documents, output_ids, wait_for, write_shards
 
 pytestmark = pytest.mark.slow
 SMALL = {"batch_rows": 16, "read_block_rows": 16}
@@ -40,10 +40,6 @@ def _write_config(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def _ids(output: Path) -> list:
-    if not (output / "data").exists():
-        return []
-    return ds.dataset(str(output / "data"), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
 
 
 def _tree(output: Path) -> dict[str, bytes]:
@@ -55,14 +51,14 @@ def test_wrong_text_field_commits_nothing_and_the_fix_embeds_everything(ray_addr
     wrong = run(parse_config(_config(tmp_path, input={"text_field": "body"})), progress=False)
     assert not wrong.ok and wrong.units_done == 0 and len(wrong.units_failed) == 3
     assert all(f.rejects_by_reason == {"missing_text": 8} for f in wrong.units_failed)
-    assert "FAILED unit" in "\n".join(wrong.lines()) and _ids(tmp_path / "out") == []
+    assert "FAILED unit" in "\n".join(wrong.lines()) and output_ids(tmp_path / "out") == []
     assert Ledger(Folder(str(tmp_path / "out"))).committed() == {}
 
     again = run(parse_config(_config(tmp_path, input={"text_field": "body"})), progress=False)
     assert not again.ok and len(again.units_failed) == 3       # a retry never reports success without the work
 
     fixed = run(parse_config(_config(tmp_path)), progress=False)
-    assert fixed.ok and fixed.units_done == 3 and sorted(_ids(tmp_path / "out")) == sorted(d["id"] for d in docs)
+    assert fixed.ok and fixed.units_done == 3 and sorted(output_ids(tmp_path / "out")) == sorted(d["id"] for d in docs)
     assert not (tmp_path / "out" / "_failed").exists()
 
 
@@ -76,7 +72,7 @@ def test_a_setting_that_shapes_rows_replaces_units_and_says_which(ray_address, t
     assert changed.ok and sorted(changed.replaced) == sorted(Ledger(Folder(str(tmp_path / "out"))).committed())
     assert changed.replaced_reasons == {f"settings changed: input.max_chars 200000 → {shorter}": 2}
     assert changed.rejects_by_reason == {"too_long": 1}
-    assert sorted(_ids(tmp_path / "out")) == sorted(d["id"] for d in docs if len(d["text"]) <= shorter)
+    assert sorted(output_ids(tmp_path / "out")) == sorted(d["id"] for d in docs if len(d["text"]) <= shorter)
 
 
 def test_a_shard_rewritten_with_its_old_size_and_mtime_is_embedded_again(ray_address, tmp_path) -> None:
@@ -129,7 +125,7 @@ def test_a_refresh_that_would_prune_most_units_refuses(ray_address, tmp_path, ca
     assert "--max-prune-ratio 1" in err and _tree(tmp_path / "out") == before
     pruned = run(parse_config(data), RunOptions(max_prune_ratio=1.0), progress=False)
     assert pruned.ok and len(pruned.removed) == 9
-    assert sorted(_ids(tmp_path / "out")) == sorted(d["id"] for d in docs[:2])
+    assert sorted(output_ids(tmp_path / "out")) == sorted(d["id"] for d in docs[:2])
 
 
 @pytest.mark.parametrize("mistake, expected", [
@@ -219,7 +215,7 @@ def test_a_stale_cluster_file_does_not_make_a_run_wait(tmp_path) -> None:
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(_ids(tmp_path / "out")) == sorted(d["id"] for d in docs)
+    assert sorted(output_ids(tmp_path / "out")) == sorted(d["id"] for d in docs)
 
 
 def _start(config_path: Path, ray_address: str, *extra: str, stderr=subprocess.DEVNULL) -> subprocess.Popen:
@@ -228,13 +224,6 @@ def _start(config_path: Path, ray_address: str, *extra: str, stderr=subprocess.D
                             stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
 
 
-def _wait_for(predicate, timeout: float = 180) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_sigterm_stops_a_run_cleanly_and_the_rerun_finishes(ray_address, tmp_path) -> None:
@@ -243,7 +232,7 @@ def test_sigterm_stops_a_run_cleanly_and_the_rerun_finishes(ray_address, tmp_pat
     ledger = Ledger(Folder(str(tmp_path / "out")))
     driver = _start(config_path, ray_address)
     try:
-        assert _wait_for(lambda: driver.poll() is not None or ledger.committed()), "no unit committed"
+        assert wait_for(lambda: driver.poll() is not None or ledger.committed()), "no unit committed"
         assert driver.poll() is None, "the run finished before it could be stopped"
         os.kill(driver.pid, signal.SIGTERM)
         stopped = time.monotonic()
@@ -261,7 +250,7 @@ def test_sigterm_stops_a_run_cleanly_and_the_rerun_finishes(ray_address, tmp_pat
 
     rerun = run(parse_config(yaml.safe_load(config_path.read_text())), progress=False)
     assert rerun.ok and rerun.units_skipped == len(committed) and rerun.units_done == 12 - len(committed)
-    ids = _ids(tmp_path / "out")
+    ids = output_ids(tmp_path / "out")
     assert len(ids) == len(set(ids)) == len(docs)
 
 
@@ -320,7 +309,7 @@ def test_a_kill_during_overwrite_deletion_then_rerun_gives_each_id_once(ray_addr
         slow_data = {**data, "storage": {"endpoint_url": slow}}
         overwrite = _start(_write_config(tmp_path, slow_data), ray_address, "--overwrite", "--yes")
         try:
-            assert _wait_for(lambda: overwrite.poll() is not None or 0 < len(ledger.committed()) < 12, timeout=120)
+            assert wait_for(lambda: overwrite.poll() is not None or 0 < len(ledger.committed()) < 12, timeout=120)
             assert overwrite.poll() is None, "the overwrite finished its deletion before the kill"
             os.killpg(overwrite.pid, signal.SIGKILL)
             overwrite.wait(timeout=30)
