@@ -92,9 +92,14 @@ def ensure_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
             raise ClusterError(f"the Ray cluster at RAY_ADDRESS={address!r} ({gcs}) does not answer; start it, "
                                f"fix RAY_ADDRESS, or unset it to run on a local Ray")
         _init_with_deadline(ray, address, kwargs)
-    if quiet:
-        for name in ("ray", "ray.data", "ray.data._internal"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_ray_logs(verbose)
+
+
+def quiet_ray_logs(verbose: bool) -> None:
+    """Ray's and Ray Data's log lines at error level only, unless ``verbose``: a run shows its own
+    progress, and Ray Data's notes ("Progress bars disabled", operator plans) are for Ray users."""
+    for name in ("ray", "ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _init_with_deadline(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
@@ -156,6 +161,7 @@ def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: 
 
     from actors.actor import EmbeddingActor
 
+    quiet_ray_logs(verbose)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose
     if hasattr(context, "print_on_execution_start"):
