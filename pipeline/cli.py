@@ -52,9 +52,6 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = run(config, options, progress=not args.quiet, verbose=args.verbose,
                       on_plan=lambda plan: _confirm_overwrite(plan, args.yes))
-    except KeyboardInterrupt:
-        print("corpus-embed: interrupted before any work", file=sys.stderr)
-        return 130
     print("\n".join(summary.lines()))
     if summary.error and summary.error.startswith("interrupted"):
         return 130
@@ -183,6 +180,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"corpus-embed: {one_line(error, 4000)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("corpus-embed: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for people; the traceback with --verbose
+        if getattr(args, "verbose", False):
+            raise
+        print(f"corpus-embed: {type(error).__name__}: {one_line(error, 4000)} (run with --verbose for the "
+              f"traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
