@@ -66,8 +66,9 @@ class DocumentPoolEmbeddings(torch.nn.Module):
             pooled = padded.masked_fill(~keep, float("inf")).amin(dim=1)
         return torch.where(mask.any(dim=1, keepdim=True), pooled, torch.zeros_like(pooled))
 
-    def config(self) -> dict[str, Any]:
-        return {"pooling": self.pooling, "tokens": self.token_embeddings.config()}
+    def get_config_dict(self) -> dict[str, Any]:
+        """The pooling and the stack it pools, in config form."""
+        return {"pooling": self.pooling, "stack": self.token_embeddings.get_config_dict()}
 
 
 def _cls_source(embeddings: TokenEmbeddings) -> Any:

@@ -131,3 +131,9 @@ def test_replacing_a_gensim_companion_changes_the_fingerprint(tmp_path) -> None:
     before = stack_fingerprint([spec])
     np.save(f"{main}.vectors.npy", 2 * np.eye(3, dtype=np.float32))
     assert stack_fingerprint([spec]) != before
+
+
+def test_document_pool_describes_itself(fixtures_dir, word_file) -> None:
+    config = _config(fixtures_dir, word_file)
+    pooled = DocumentPoolEmbeddings(build_stack(config.specs), "max")
+    assert pooled.get_config_dict() == {"pooling": "max", "stack": config.stack_config()}
