@@ -19,9 +19,9 @@ One run prints, side by side:
 Texts for the encoder rows are exactly 128 or 512 pieces long (whole-piece vocabulary words), so
 no row pads and the FLOP count is exact (``bench.models.encoder_flops``). Each row runs for a fixed
 time budget after a warm-up call; a pipeline row's corpus is sized from the in-process rate to
-last about as long, and its rate is the steady state (commits after the first burst; start-up
-given apart). Our precision is the default (``auto``: bf16 autocast on CUDA, float32 on CPU); the
-SentenceTransformer peer runs under the same autocast.
+last about as long, and its rate is the steady state (documents committed after the first quarter
+of them, over the time since; start-up given apart). Our precision is the default (``auto``: bf16
+autocast on CUDA, float32 on CPU); the SentenceTransformer peer runs under the same autocast.
 
 Without CUDA it prints "no CUDA: ..." and makes a smoke pass of every row (a small encoder shape,
 about a second per row): the figures are then no measurement, the point is that the script runs.
@@ -50,7 +50,9 @@ from typing import Any, Callable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 LENGTHS = (128, 512)
-SHARDS = 8
+SHARDS = {True: 16, False: 8}    # a pipeline row's shards, with CUDA and without (smoke)
+# A pipeline row's steady state starts once this share of its documents is committed (bench.runs).
+STEADY_SKIP = 0.25
 ST_BATCH = 32                      # SentenceTransformer.encode's default batch
 CHARLM = {"base": {"hidden_size": 2048, "embedding_size": 100, "nlayers": 1},
           "tiny": {"hidden_size": 256, "embedding_size": 100, "nlayers": 1}}
@@ -96,8 +98,17 @@ def row_plan() -> list[tuple[str, str, str, str]]:
 ROW_NAMES = [name for _, _, name, _ in row_plan()]
 
 
-class OutOfTime(Exception):
-    """The overall time limit arrived (SIGTERM from bench/gpu.sh's timeout, or the deadline)."""
+class OutOfTime(BaseException):
+    """SIGTERM arrived (bench/gpu.sh's hard limit). A BaseException, as KeyboardInterrupt is, so that
+    no ``except Exception`` on the way (a row's, the pipeline's) takes it for a failure and goes on."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into ``OutOfTime``. Again after ``ray.init``, whose signal handlers replace ours."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise OutOfTime(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def log(message: str) -> None:
@@ -202,6 +213,22 @@ class GpuBench:
             row.seconds = time.monotonic() - started
             self.save()
 
+    def setup(self, prefix: str, fn: Callable[[], Any]) -> Any:
+        """Run a section's set-up; if it fails, every row of the section says why and None is returned."""
+        try:
+            return fn()
+        except OutOfTime:
+            raise
+        except Exception as error:  # noqa: BLE001 - the other sections still run
+            status = f"error in set-up: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+            log(f"{prefix}: {status}")
+            for key, row in self.rows.items():
+                if key.startswith(prefix) and row.status == "pending":
+                    row.status = status
+                    row.extra["traceback"] = traceback.format_exc()[-4000:]
+            self.save()
+            return None
+
     def share(self, row: Row, flops_per_s: float | None) -> None:
         row.flops_per_s = flops_per_s
         if flops_per_s is not None and self.matmul_flops:
@@ -242,9 +269,11 @@ class GpuBench:
 
         folder = self.workdir / f"bert-{self.shape}"
         log(f"making a random {self.shape} BERT in {folder}")
-        config = make_encoder_folder(folder, self.shape)
+        made = self.setup("bert", lambda: (make_encoder_folder(folder, self.shape), AutoTokenizer.from_pretrained(str(folder))))
+        if made is None:
+            return
+        config, tokenizer = made
         self.encoder_config = config
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
         for length in LENGTHS:
             self.encoder_length(str(folder), config, tokenizer, length)
 
@@ -252,7 +281,9 @@ class GpuBench:
         from bench.models import encoder_flops, exact_length_texts
 
         chunk = (4 if self.cuda else 1) * self.token_budget // length
-        texts = exact_length_texts(tokenizer, length, max(2 * chunk, 64), seed=length)
+        texts = self.setup(f"bert{length}.", lambda: exact_length_texts(tokenizer, length, max(2 * chunk, 64), seed=length))
+        if texts is None:
+            return
         words = [text.split() for text in texts]
         per_text = encoder_flops(config, length)
         shape = "BERT-base" if self.shape == "base" else f"{self.shape} BERT shape"
@@ -308,18 +339,26 @@ class GpuBench:
         self.run_row(f"bert{length}.st_budget", self.budget + 10, st_peer(budget_batch))
 
     def minilm_rows(self) -> None:
-        from transformers import AutoTokenizer
-
-        from bench.corpus import make_short_documents
         from bench.models import encoder_flops, minilm_path
 
-        path = minilm_path()
-        config = json.loads((Path(path) / "config.json").read_text())
         chunk = 4 * 1024 if self.cuda else 64
-        docs = make_short_documents(max(4 * chunk, 256), seed=3)
-        texts = [doc["text"] for doc in docs]
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        pieces = [min(256, len(ids)) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+        def prepare() -> tuple[str, dict[str, Any], list[str], list[int]]:
+            from transformers import AutoTokenizer
+
+            from bench.corpus import make_short_documents
+
+            path = minilm_path()
+            config = json.loads((Path(path) / "config.json").read_text())
+            texts = [doc["text"] for doc in make_short_documents(max(4 * chunk, 256), seed=3)]
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            pieces = [min(256, len(ids)) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+            return path, config, texts, pieces
+
+        prepared = self.setup("minilm", prepare)
+        if prepared is None:
+            return
+        path, config, texts, pieces = prepared
         mean_pieces = sum(pieces) / len(pieces)
         mean_flops = sum(encoder_flops(config, n) for n in pieces) / len(pieces)
         rates: dict[str, float] = {}
@@ -406,19 +445,23 @@ class GpuBench:
 
     def pipeline_run(self, name: str, stack: list[dict[str, Any]] | None, texts: list[str], rate: float,
                      batch_rows: int) -> dict[str, Any]:
-        """A ``corpus-embed run`` with one GPU actor on ``SHARDS`` shards sized to last about the budget."""
+        """A ``corpus-embed run`` with one GPU actor on ``SHARDS`` shards sized to last about the budget at
+        the in-process ``rate``; its steady state starts once a quarter of the documents are committed."""
         from bench.corpus import write_shards
         from bench.runs import pipeline_run, start_ray
 
         if self.ray_start is None:
             self.ray_start = start_ray()
-        docs_needed = max(SHARDS * batch_rows, int(rate * self.budget))
+            stop_on_sigterm()
+        shards = SHARDS[self.cuda]
+        docs_needed = max(shards * batch_rows, int(rate * self.budget))
         docs = [{"id": f"{name}:{i:08d}", "text": texts[i % len(texts)]} for i in range(docs_needed)]
         input_path = self.workdir / f"corpus-{name}"
-        write_shards(docs, input_path, SHARDS)
+        write_shards(docs, input_path, shards)
         resources = {"actors": 1, "gpus_per_actor": 1 if self.cuda else 0, "cpus_per_actor": 1,
                      "batch_rows": batch_rows, "max_batch_tokens": self.token_budget}
-        result = pipeline_run(name, input_path, self.workdir / f"out-{name}", resources, stack=stack, sample_cpu=False)
+        result = pipeline_run(name, input_path, self.workdir / f"out-{name}", resources, stack=stack, sample_cpu=False,
+                              skip_share=STEADY_SKIP)
         shutil.rmtree(input_path, ignore_errors=True)
         shutil.rmtree(self.workdir / f"out-{name}", ignore_errors=True)
         return result
@@ -435,7 +478,7 @@ class GpuBench:
             "NO STEADY STATE (all units committed in one burst): the figures are the whole run's, start-up included; ")
         overall = result["tokens"] / result["seconds_total"] if length else result["overall_docs_per_s"]
         unit = "tokens/s" if length else "docs/s"
-        return (f"{steady}{result['docs']:,} docs, {SHARDS} shards, batch_rows {result['resources']['batch_rows']}, "
+        return (f"{steady}{result['docs']:,} docs, {SHARDS[self.cuda]} shards, batch_rows {result['resources']['batch_rows']}, "
                 f"gpus_per_actor {result['resources']['gpus_per_actor']}; first rows {result['seconds_to_first_rows'] or 0:.1f} s, "
                 f"first commit {result['seconds_to_first_commit'] or 0:.1f} s; {overall:,.0f} {unit} overall incl. start-up"
                 f" (Ray init {self.ray_start or 0:.1f} s before)")
@@ -515,10 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     sys.path.insert(0, str(ROOT))
 
-    def stop(signum: int, _frame: Any) -> None:
-        raise OutOfTime(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, stop)
+    stop_on_sigterm()
     from actors.stack.registry import quiet_loading
 
     quiet_loading()

@@ -8,14 +8,18 @@
 # ceiling); MiniLM docs/s; a hidden-2048 Flair char-LM's chars/s. Without CUDA it says
 # "no CUDA: ..." and makes a smoke pass of every row in a minute or two. Results:
 # bench/results/gpu-<date>-<device>.json and the table on stdout. Arguments go to
-# `python -m bench.gpu` (see its --help). Environment: PYTHON (default .venv/bin/python, else
-# python3), GPU_BENCH_TIMEOUT (the hard limit in seconds).
+# `python -m bench.gpu` (see its --help). Environment: PYTHON (default: .venv/bin/python, made by
+# scripts/setup.sh first when missing, as scripts/demo.sh does; the set-up is not part of the limit),
+# GPU_BENCH_TIMEOUT (the hard limit in seconds).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
-    if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="python3"; fi
+    if [ ! -x "$ROOT/.venv/bin/python" ]; then
+        bash scripts/setup.sh || { echo "bench/gpu.sh: scripts/setup.sh failed; set PYTHON to a ready interpreter" >&2; exit 2; }
+    fi
+    PY="$ROOT/.venv/bin/python"
 fi
 LIMIT="${GPU_BENCH_TIMEOUT:-450}"
 # Rows not started by this many seconds are skipped, so the table is printed before the kill.

@@ -167,16 +167,23 @@ class CpuSampler:
         self._sample()
 
 
-def steady_state(commits: list[tuple[float, str]], rows: dict[str, int], burst_gap: float = BURST_GAP) -> dict[str, Any]:
+def steady_state(commits: list[tuple[float, str]], rows: dict[str, int], burst_gap: float = BURST_GAP,
+                 skip_share: float = 0.0) -> dict[str, Any]:
     """Docs and seconds after the first burst of commits (commits closer than ``burst_gap`` s).
 
     ``commits`` are (monotonic time, unit key) in commit order; ``rows`` the rows read per unit.
+    ``skip_share`` > 0 starts the clock later: at the burst that brings the committed documents to
+    that share of the run's. Work an actor did before the first commit (bundles it held at once,
+    outputs waiting to be written) then falls outside the window instead of inflating the rate.
     With a single burst there is no steady state: docs/s is None.
     """
+    total = sum(rows[key] for _, key in commits)
     first_burst_end = commits[0][0]
+    done = rows[commits[0][1]]
     index = 1
-    while index < len(commits) and commits[index][0] - first_burst_end <= burst_gap:
+    while index < len(commits) and (commits[index][0] - first_burst_end <= burst_gap or done < skip_share * total):
         first_burst_end = commits[index][0]
+        done += rows[commits[index][1]]
         index += 1
     later = commits[index:]
     docs = sum(rows[key] for _, key in later)
@@ -187,7 +194,7 @@ def steady_state(commits: list[tuple[float, str]], rows: dict[str, int], burst_g
 
 def pipeline_run(name: str, input_path: Path, output_path: Path, resources: dict[str, Any], dtype: str = "float32",
                  stack: list[dict[str, Any]] | None = None, pooling: str | None = None, sample_cpu: bool = True,
-                 burst_gap: float = BURST_GAP) -> dict[str, Any]:
+                 burst_gap: float = BURST_GAP, skip_share: float = 0.0) -> dict[str, Any]:
     """One ``corpus-embed run`` via ``pipeline.run.run`` on a fresh output; its timings and CPU by role."""
     from pipeline.ledger import Ledger
     from pipeline.plan import RunOptions
@@ -214,7 +221,7 @@ def pipeline_run(name: str, input_path: Path, output_path: Path, resources: dict
         "seconds_total": ended - started, "run_seconds_total": summary.seconds_total,
         "seconds_to_first_rows": summary.seconds_to_first_rows,
         "seconds_to_first_commit": summary.seconds_to_first_commit,
-        **steady_state(commits, rows, burst_gap),
+        **steady_state(commits, rows, burst_gap, skip_share),
         "overall_docs_per_s": summary.rows_in / (ended - started),
         "data_bytes": data_bytes, "bytes_per_doc": data_bytes / max(1, summary.rows_out),
         "nodes": summary.nodes, "run_id": summary.run_id,
