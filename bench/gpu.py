@@ -454,7 +454,10 @@ class GpuBench:
             self.ray_start = start_ray()
             stop_on_sigterm()
         shards = SHARDS[self.cuda]
-        docs_needed = max(shards * batch_rows, int(rate * self.budget))
+        # The budget's worth at the in-process rate, but no more than a run 4x slower than in-process
+        # could embed before the deadline (start-up aside).
+        seconds = min(self.budget, max(1.0, (self.remaining() - 60) / 4))
+        docs_needed = max(shards * batch_rows, int(rate * seconds))
         docs = [{"id": f"{name}:{i:08d}", "text": texts[i % len(texts)]} for i in range(docs_needed)]
         input_path = self.workdir / f"corpus-{name}"
         write_shards(docs, input_path, shards)
