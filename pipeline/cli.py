@@ -49,9 +49,8 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(overwrite=args.overwrite, prune=not args.no_prune, max_reject_ratio=args.max_reject_ratio,
                          max_prune_ratio=args.max_prune_ratio)
     _stop_on_sigterm()
-    try:
-        summary = run(config, options, progress=not args.quiet, verbose=args.verbose,
-                      on_plan=lambda plan: _confirm_overwrite(plan, args.yes))
+    summary = run(config, options, progress=not args.quiet, verbose=args.verbose,
+                  on_plan=lambda plan: _confirm_overwrite(plan, args.yes))
     print("\n".join(summary.lines()))
     if summary.error and summary.error.startswith("interrupted"):
         return 130
