@@ -2,7 +2,8 @@
 
 On a terminal it is one live line drawn by ``rich`` (redrawn twice a second whether or not a batch
 arrived); elsewhere (a job log, a file, a pipe) a plain line every ``interval`` seconds, with no
-ANSI codes. Updates come as each staged batch is accounted for, not only when a unit commits.
+ANSI codes: 10 s unless ``CORPUS_EMBED_PROGRESS_INTERVAL`` (seconds, e.g. ``2`` or ``0.5``) says
+otherwise. Updates come as each staged batch is accounted for, not only when a unit commits.
 
 The ETA comes from bytes: the run knows every pending unit's shard size; bytes done are the
 finished units' sizes plus the in-flight units' rows times the bytes per row seen so far. Until
@@ -10,11 +11,34 @@ the first unit finishes there is no bytes-per-row figure, and no ETA.
 """
 from __future__ import annotations
 
+import math
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Any
+
+
+INTERVAL_ENV = "CORPUS_EMBED_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL = 10.0
+
+
+def interval_from_env(stream: IO[str] | None = None) -> float:
+    """Seconds between plain progress lines: ``CORPUS_EMBED_PROGRESS_INTERVAL`` if it is a positive
+    number, else 10 (a bad value is named on ``stream`` and ignored: progress never stops a run)."""
+    raw = os.environ.get(INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value > 0:
+        return value
+    print(f"[corpus-embed] {INTERVAL_ENV}={raw!r} is not a positive number of seconds; using {DEFAULT_INTERVAL:g}",
+          file=stream or sys.stderr, flush=True)
+    return DEFAULT_INTERVAL
 
 
 @dataclass
@@ -35,9 +59,11 @@ class Progress:
     """Counts a run's progress and shows it; ``close()`` leaves the last state on screen."""
 
     def __init__(self, units_total: int, bytes_total: int, stream: IO[str] | None = None,
-                 interval: float = 10.0, enabled: bool = True):
+                 interval: float | None = None, enabled: bool = True):
         self.counts = Counts(units_total=units_total, bytes_total=bytes_total)
         self.stream = stream or sys.stderr
+        if interval is None:
+            interval = interval_from_env(self.stream) if enabled else DEFAULT_INTERVAL
         self.interval = interval
         self.start = time.monotonic()
         self.first_rows_at: float | None = None

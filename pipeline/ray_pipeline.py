@@ -2,6 +2,14 @@
 
 Kept apart from the run loop so the loop stays about planning and committing, and so that the
 graph's resource settings are in one place.
+
+Blocks: Ray Data merges what a task yields into blocks of up to ``target_max_block_size`` bytes
+(128 MiB by default), so with its default a unit's rows would travel as one block: a whole unit
+would go to one actor (a big shard never shared by the pool, nor by the cluster's nodes), and the
+driver would hear of its rows only when the unit is done. ``BLOCK_BYTES`` (4 MiB, or
+``CORPUS_EMBED_BLOCK_BYTES``) keeps blocks small: the reader's blocks of a big unit spread over
+every actor, and the run's progress moves every few MiB of rows. Each block is one staged Parquet
+part, so a unit of 100,000 MiniLM document vectors (~150 MB) is published as ~40 parts.
 """
 from __future__ import annotations
 
@@ -10,7 +18,9 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
+import warnings
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -25,8 +35,27 @@ from pipeline.units import Unit
 
 READ_TASK_CPUS = 0.25
 WRITE_TASK_CPUS = 0.25
+BLOCK_BYTES = 4 * 1024 * 1024
+BLOCK_BYTES_ENV = "CORPUS_EMBED_BLOCK_BYTES"
 # A cluster that accepts the connection but never answers (a stale head) gives up after this long.
 CONNECT_TIMEOUT_S = 60
+
+
+class _RaysNotesOnOurChoices(logging.Filter):
+    """Drops Ray's warnings about what this module chose on purpose, so a default run's stderr shows
+    only what the user should read: the join runs on a thread (bounded by ``CONNECT_TIMEOUT_S``;
+    the CLI sets its own SIGTERM handler), and Ray Data's progress bars are off unless ``verbose``."""
+
+    NOTES = ("SIGTERM handler is not set", "Progress bars disabled", "Progress bars for operators disabled")
+    # A run with fewer blocks than pool actors (a refresh of one small shard) is no mistake of the user's.
+    FEW_INPUTS = "The minimum number of concurrent actors for"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTES)
+
+
+_QUIET = _RaysNotesOnOurChoices()
+_NOTED_BY = ("ray._private.worker", "ray.data._internal.progress")
 
 
 class ClusterError(UserError):
@@ -70,15 +99,8 @@ def ensure_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    quiet = not verbose
-    if quiet:
-        # Ray's C++ core logs to stderr (for instance that Ray Data's own workers keep constructor
-        # arguments in the object store): notes for Ray's developers, not for a run's reader.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    # Quiet by default: Ray's INFO lines, and warnings meant for Ray developers (such as the one for
-    # connecting from a thread other than the main one, which the deadline below needs), stay out
-    # of the run's output; --verbose brings them back.
-    kwargs: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR,
+    quiet_ray_logs(verbose)
+    kwargs: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.WARNING,
                               "log_to_driver": verbose, "configure_logging": True}
     address = os.environ.get("RAY_ADDRESS")
     if not address:
@@ -96,10 +118,18 @@ def ensure_ray(num_cpus: int | None = None, verbose: bool = False) -> None:
 
 
 def quiet_ray_logs(verbose: bool) -> None:
-    """Ray's and Ray Data's log lines at error level only, unless ``verbose``: a run shows its own
-    progress, and Ray Data's notes ("Progress bars disabled", operator plans) are for Ray users."""
-    for name in ("ray", "ray.data", "ray.data._internal"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    """Unless ``verbose``, no Ray INFO lines, and none of Ray's notes on what this module chose on
+    purpose (see ``_RaysNotesOnOurChoices``); Ray's other warnings still show. Called when Ray is joined and
+    when a dataset is built, since Ray may have been started by someone else (a test, a notebook)."""
+    for name in _NOTED_BY:
+        if verbose:
+            logging.getLogger(name).removeFilter(_QUIET)
+        else:
+            logging.getLogger(name).addFilter(_QUIET)
+    for name in ("ray", "ray.data", "ray.data._internal"):      # no INFO lines ("Dataset ... finished")
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        warnings.filterwarnings("ignore", message=_RaysNotesOnOurChoices.FEW_INPUTS, category=UserWarning)
 
 
 def _init_with_deadline(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
@@ -153,6 +183,18 @@ def _read_units(batch: pa.Table, input_config: dict[str, Any], storage: dict[str
         yield from read_unit(Unit.from_dict(json.loads(encoded)), source, storage_config, block_rows)
 
 
+def block_bytes() -> int:
+    """Bytes per Ray Data block: ``CORPUS_EMBED_BLOCK_BYTES`` if it is a positive int, else ``BLOCK_BYTES``
+    (a bad value is named on stderr and ignored: it changes how work is cut, never what is written)."""
+    raw = os.environ.get(BLOCK_BYTES_ENV, "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    if raw:
+        print(f"[corpus-embed] {BLOCK_BYTES_ENV}={raw!r} is not a positive number of bytes; using {BLOCK_BYTES}",
+              file=sys.stderr, flush=True)
+    return BLOCK_BYTES
+
+
 def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: str, metadata: dict[str, str],
                   verbose: bool = False) -> Any:
     """The lazy Ray Dataset whose output rows are the staging writers' records."""
@@ -164,6 +206,7 @@ def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: 
     quiet_ray_logs(verbose)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose
+    context.target_max_block_size = block_bytes()     # see the module's docstring
     if hasattr(context, "print_on_execution_start"):
         context.print_on_execution_start = verbose
     resources = config.resources

@@ -129,7 +129,6 @@ def ray_address() -> str:
 
     import ray
 
-    os.environ["CORPUS_EMBED_PROGRESS_BARS"] = "0"
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -36,7 +36,7 @@ def test_sigkill_then_resume_exactly_once(ray_address, tmp_path) -> None:
         "output": {"path": str(output)},
         "resources": {"batch_rows": 20, "read_block_rows": 20},
     }))
-    env = {**os.environ, "RAY_ADDRESS": ray_address, "CORPUS_EMBED_PROGRESS_BARS": "0"}
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
     driver = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config_path)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240

@@ -36,7 +36,7 @@ class RayHead:
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.env = {**os.environ, "PATH": f"{Path(_ray_bin()).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                     "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                    "CORPUS_EMBED_PROGRESS_BARS": "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+                    "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
         self.env.pop("RAY_ADDRESS", None)
         self.log_path = Path(self.temp_dir + ".log")
         command = [

@@ -1,37 +1,59 @@
 """The cluster files parse and carry what KubeRay, the Ray cluster launcher and `ray job submit` require.
 
-The launcher config goes through Ray's own defaults merge and JSON-schema validation (what `ray up`
-does before touching a cloud); the runtime_env through Ray's RuntimeEnv; the job config through our
-own config model. KubeRay's CRD is not installable here, so the RayJob fields it requires (and the
-ones it knows, to catch typos) are checked by name.
+The RayJob manifests are validated against KubeRay's own RayJob schema (vendored in
+``tests/fixtures/kuberay/``, see its README), closed the way ``kubectl apply``'s strict field
+validation closes it: a misspelled or unknown field, a number where a string is required, a missing
+required field or a malformed quantity fails here as it would at the API server. The launcher config
+goes through Ray's own defaults merge and JSON-schema validation (what `ray up` does before touching
+a cloud); the runtime_env (and each RayJob's ``runtimeEnvYAML``) through Ray's RuntimeEnv; the job
+config through our own config model.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import FIXTURES, REPO_ROOT
 
 INFRA = REPO_ROOT / "infra"
 RAYJOBS = ["rayjob.yaml", "rayjob-nightly.yaml"]
-
-# RayJob v1 field names (KubeRay v1.1–v1.4); an unknown name is a typo the API server would drop or reject.
-RAYJOB_SPEC = {"entrypoint", "runtimeEnvYAML", "jobId", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
-               "activeDeadlineSeconds", "rayClusterSpec", "clusterSelector", "submissionMode", "submitterPodTemplate",
-               "submitterConfig", "entrypointNumCpus", "entrypointNumGpus", "entrypointResources", "backoffLimit",
-               "suspend", "managedBy", "deletionStrategy", "metadata"}
-CLUSTER_SPEC = {"rayVersion", "enableInTreeAutoscaling", "autoscalerOptions", "headGroupSpec", "workerGroupSpecs",
-                "headServiceAnnotations", "suspend", "managedBy", "gcsFaultToleranceOptions"}
-HEAD_GROUP = {"rayStartParams", "template", "serviceType", "headService", "enableIngress"}
-WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "rayStartParams", "template", "scaleStrategy",
-                "suspend", "numOfHosts", "idleTimeoutSeconds"}
+RAYJOB_SCHEMA = FIXTURES / "kuberay" / "rayjob-v1.schema.yaml"
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _closed(schema: Any) -> Any:
+    """Every object schema with ``properties`` rejects other keys, unless it preserves unknown fields."""
+    if isinstance(schema, dict):
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            _closed(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _closed(value)
+    return schema
+
+
+@functools.cache
+def _rayjob_validator() -> jsonschema.Draft7Validator:
+    schema = _closed(copy.deepcopy(yaml.safe_load(RAYJOB_SCHEMA.read_text())["openAPIV3Schema"]))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def _schema_errors(document: dict) -> list[str]:
+    return sorted(f"{'.'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+                  for error in _rayjob_validator().iter_errors(document))
 
 
 def _load(name: str) -> dict:
@@ -52,31 +74,26 @@ def _containers(template: dict) -> list[dict]:
 
 @pytest.mark.parametrize("name", RAYJOBS)
 def test_rayjob_manifest(name: str) -> None:
+    from ray.runtime_env import RuntimeEnv
+
     job = _load(name)
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert _schema_errors(job) == []
     assert DNS_1123.match(job["metadata"]["name"]) and len(job["metadata"]["name"]) <= 63
     spec = job["spec"]
-    assert set(spec) <= RAYJOB_SPEC, set(spec) - RAYJOB_SPEC
     module, arguments = _entrypoint_module(spec["entrypoint"])
     assert module.startswith("jobs.") and importlib.util.find_spec(module) is not None, module
     assert arguments and arguments[0].startswith("s3://") and arguments[0].endswith(".yaml")
     assert spec.get("shutdownAfterJobFinishes") is True
-    assert isinstance(yaml.safe_load(spec["runtimeEnvYAML"]), dict)
+    RuntimeEnv(**yaml.safe_load(spec["runtimeEnvYAML"]))
+    # submissionMode is a free string in the schema; these are the modes the operator knows.
     assert spec.get("submissionMode", "K8sJobMode") in ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
 
     cluster = spec["rayClusterSpec"]
-    assert set(cluster) <= CLUSTER_SPEC, set(cluster) - CLUSTER_SPEC
-    head = cluster["headGroupSpec"]
-    assert set(head) <= HEAD_GROUP
-    images = {c["image"] for c in _containers(head["template"])}
-    # KubeRay's CRD types rayStartParams as map[string]string: a bare number fails validation.
-    assert all(isinstance(v, str) for v in head["rayStartParams"].values())
-
+    images = {c["image"] for c in _containers(cluster["headGroupSpec"]["template"])}
     gpu_groups = []
     for group in cluster["workerGroupSpecs"]:
-        assert set(group) <= WORKER_GROUP, set(group) - WORKER_GROUP
         assert DNS_1123.match(group["groupName"])
-        assert all(isinstance(v, str) for v in group["rayStartParams"].values())
         assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         for container in _containers(group["template"]):
             images.add(container["image"])
@@ -87,6 +104,47 @@ def test_rayjob_manifest(name: str) -> None:
                 gpu_groups.append(group["groupName"])
     assert gpu_groups, "no worker group requests nvidia.com/gpu"
     assert len(images) == 1, f"head and workers must run the same image: {images}"
+
+
+def _worker(job: dict) -> dict:
+    return job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+
+
+# What the API server would refuse: each edit of a valid manifest, and the error the schema gives.
+BROKEN = {
+    "misspelled spec field": (lambda job: job["spec"].update(shutdownAfterJobFinish=True),
+                              "Additional properties are not allowed ('shutdownAfterJobFinish'"),
+    "misspelled group field": (lambda job: _worker(job).update(rayStartParms={}), "'rayStartParms' was unexpected"),
+    "number in rayStartParams": (lambda job: job["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]
+                                 .update({"num-cpus": 0}), "0 is not of type 'string'"),
+    "string backoffLimit": (lambda job: job["spec"].update(backoffLimit="2"), "'2' is not of type 'integer'"),
+    "bad quantity": (lambda job: _worker(job)["template"]["spec"]["containers"][0]["resources"]["limits"]
+                     .update(memory="48 GB"), "'48 GB' does not match"),
+    "container without name": (lambda job: _worker(job)["template"]["spec"]["containers"][0].pop("name"),
+                               "'name' is a required property"),
+    "worker group without maxReplicas": (lambda job: _worker(job).pop("maxReplicas"),
+                                         "'maxReplicas' is a required property"),
+    "no entrypoint": (lambda job: job["spec"].pop("entrypoint"), "'entrypoint' is a required property"),
+    "unknown upscaling mode": (lambda job: job["spec"]["rayClusterSpec"]["autoscalerOptions"]
+                               .update(upscalingMode="Fast"), "'Fast' is not one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_rayjob_schema_refuses_what_the_api_server_would(case: str) -> None:
+    edit, expected = BROKEN[case]
+    job = copy.deepcopy(_load("rayjob.yaml"))
+    edit(job)
+    errors = _schema_errors(job)
+    assert any(expected in error for error in errors), errors
+
+
+def test_vendored_schema_names_its_source() -> None:
+    data = yaml.safe_load(RAYJOB_SCHEMA.read_text())
+    source = data["x-source"]
+    assert source["repository"] == "ray-project/kuberay" and re.fullmatch(r"[0-9a-f]{40}", source["commit"])
+    readme = (RAYJOB_SCHEMA.parent / "README.md").read_text()
+    assert source["commit"] in readme and source["path"] in readme
 
 
 def test_cluster_launcher_config_passes_rays_validation() -> None:

@@ -234,7 +234,7 @@ def test_driver_sigkill_several_times_on_s3(ray_address, s3_endpoint, s3_bucket,
         "storage": {"endpoint_url": s3_endpoint}, "resources": {"batch_rows": 10, "read_block_rows": 10}}))
     config = parse_config(json.loads(config_path.read_text()))
     ledger = Ledger(Folder(config.output.path, config.storage))
-    env = {**os.environ, "RAY_ADDRESS": ray_address, "CORPUS_EMBED_PROGRESS_BARS": "0"}
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
     kills = 0
     for wait_for in (1, 4, 8):   # kill after at least this many commits, three times over
         driver = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config_path)], env=env,
