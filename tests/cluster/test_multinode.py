@@ -79,6 +79,24 @@ def test_ray_job_submit_uses_both_nodes(cluster, s3_endpoint, s3_bucket, tmp_pat
     _assert_on_both_nodes(record, cluster, 48)
 
 
+def test_a_failed_job_ends_with_its_reason(cluster, tmp_path) -> None:
+    """A job whose config is wrong fails at once, and its last log line says why."""
+    from ray.job_submission import JobSubmissionClient
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"input: {{path: {tmp_path}}}\noutput: {{path: {tmp_path / 'out'}, granularity: paragraph}}\n")
+    submission = f"ce-bad-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run([ray_bin(), "job", "submit", "--address", cluster.dashboard, "--runtime-env",
+                           "infra/runtime_env.yaml", "--submission-id", submission, "--",
+                           "python", "-m", "jobs.embed_corpus", str(config)],
+                          cwd=REPO_ROOT, env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    client = JobSubmissionClient(cluster.dashboard)
+    assert str(client.get_job_status(submission).value) == "FAILED"
+    last = [line for line in client.get_job_logs(submission).splitlines() if line.strip()][-1]
+    assert last.startswith("embed_corpus FAILED: invalid config") and "output.granularity" in last, last
+
+
 def _local_corpus(root: Path, docs: list[dict]) -> Path:
     write_shards(root, docs, shards=2)
     return root
@@ -131,8 +149,8 @@ def test_autoscaling_pool_grows_on_the_cluster(cluster, s3_endpoint, s3_bucket, 
     the end; more than one actor embeds rows, and every id is written once."""
     # Enough work that an actor added mid-run (loading its model takes 10-40 s on a loaded 2-core
     # machine) still finds some left.
-    docs = documents(1280)
-    upload_corpus(s3_endpoint, s3_bucket, docs, shards=16)
+    docs = documents(960)
+    upload_corpus(s3_endpoint, s3_bucket, docs, shards=12)
     config = s3_config(s3_bucket, s3_endpoint, tmp_path / "job.json", actors=[1, 3], cpus_per_actor=0.4,
                        batch_rows=16, read_block_rows=16)
     log = tmp_path / "driver.log"
