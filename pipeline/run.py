@@ -262,7 +262,9 @@ def _execute(plan: Plan, pending: list[UnitAction], ledger: Ledger, lease: Lease
     reporter = Progress(len(pending), sum(action.unit.shard.size for action in pending), enabled=progress)
     in_flight: dict[str, UnitProgress] = {}
     try:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        # prefetch_batches=0: the default keeps one block back until the next arrives, so a unit
+        # whose rows were all written waited for the next write before it was committed.
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
             for record in batch.to_pylist():
                 state = in_flight.setdefault(record["unit"], UnitProgress())
                 state.add(record)
