@@ -20,6 +20,8 @@ _EXPORTS = {
     "StackedEmbeddings": "actors.stack.stacked",
     "DocumentPoolEmbeddings": "actors.stack.pooling",
     "SentenceTransformerEmbeddings": "actors.stack.sentence_transformer",
+    "TransformerDocumentEmbeddings": "actors.stack.transformer_document",
+    "DocumentEmbeddings": "actors.stack.base",
     "ScalarMix": "actors.stack.scalar_mix",
     "build_stack": "actors.stack.build",
 }
