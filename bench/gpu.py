@@ -157,7 +157,7 @@ class GpuBench:
         self.started = time.monotonic()
         self.deadline = self.started + args.deadline
         # Padded tokens per forward pass, ours and the pipeline's alike (the sentence_transformer
-        # kind's own default on each device; the pipeline's default max_batch_tokens is 16384).
+        # kind's own default on each device; set on the pipeline too so it runs the same batches).
         self.token_budget = 32768 if self.cuda else 8192
         self.workdir = Path(tempfile.mkdtemp(prefix="corpus-embed-gpu-"))
         self.rows = {key: Row(key, section, name, unit) for key, section, name, unit in row_plan()}
