@@ -84,7 +84,7 @@ def stop_ray() -> None:
 class CpuSampler:
     """CPU seconds of this process and its descendants (our local Ray), by role, sampled while a run lasts.
 
-    A Ray worker's role is read from its process title (``ray::MapWorker(...EmbeddingActor)``,
+    A Ray worker's role is read from its process title (``ray::MapWorker(...StagingEmbeddingActor)``,
     ``ray::MapBatches(_read_units)``...) at each sample, so a worker reused for reads and writes is
     split between them. Processes that exit between samples lose at most one interval.
     """

@@ -67,7 +67,7 @@ class ResourcesConfig(_Strict):
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs each actor asks Ray for")
     max_batch_tokens: int | None = Field(
         None, gt=0, description="padded tokens per forward pass (memory bound; never changes vectors); unset: each "
-                                "kind's own (8192 for transformers on CPU, 32768 for sentence_transformer on GPU)")
+                                "kind's own (2048 for transformers on CPU; on GPU 8192, 32768 for sentence_transformer)")
     precision: Literal["auto", "float32", "float64", "bfloat16", "float16"] = Field(
         "auto", description="auto: bf16 autocast on GPU, exact float32 on CPU; bfloat16 autocasts on CPU too (fast with "
                             "AMX/AVX512-BF16, cosine ~0.9999 to float32); float64: ELMo's recurrence in float64")

@@ -1,4 +1,4 @@
-"""Ray: joining (or starting) the cluster, and the Ray Data graph units → read → embed → stage.
+"""Ray: joining (or starting) the cluster, and the Ray Data graph units → read → embed and stage.
 
 Kept apart from the run loop so the loop stays about planning and committing, and so that the
 graph's resource settings are in one place.
@@ -8,8 +8,15 @@ Blocks: Ray Data merges what a task yields into blocks of up to ``target_max_blo
 would go to one actor (a big shard never shared by the pool, nor by the cluster's nodes), and the
 driver would hear of its rows only when the unit is done. ``BLOCK_BYTES`` (4 MiB, or
 ``CORPUS_EMBED_BLOCK_BYTES``) keeps blocks small: the reader's blocks of a big unit spread over
-every actor, and the run's progress moves every few MiB of rows. Each block is one staged Parquet
-part, so a unit of 100,000 MiniLM document vectors (~150 MB) is published as ~40 parts.
+every actor, and the run's progress moves every few MiB of rows. Each actor call stages one
+Parquet part per unit it holds rows of, so a unit is published as about rows / ``batch_rows`` parts.
+
+Embed and stage in one operator: the pool's actor (``StagingEmbeddingActor``) writes its own
+output to staging and hands Ray only the writer records. A separate write operator cost a Ray
+task per batch (scheduling, an object-store copy of the vectors, a worker's CPU), taken from the
+embedding on a small machine (bench/README.md, "Levers"). Each actor takes two calls at once
+(``max_concurrent_calls_per_actor=2``): its torch work runs on one thread of its own, one call
+at a time (``actors.actor``), while the other call's input is fetched or its output written.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from actors.actor import ActorConfig
+from actors.actor import ActorConfig, EmbeddingActor
 from pipeline.config import InputConfig, JobConfig, StorageConfig
 from pipeline.errors import UserError
 from pipeline.readers import read_unit
@@ -34,7 +41,7 @@ from pipeline.storage import Folder
 from pipeline.units import Unit
 
 READ_TASK_CPUS = 0.25
-WRITE_TASK_CPUS = 0.25
+CALLS_PER_ACTOR = 2
 BLOCK_BYTES = 4 * 1024 * 1024
 BLOCK_BYTES_ENV = "CORPUS_EMBED_BLOCK_BYTES"
 # A cluster that accepts the connection but never answers (a stale head) gives up after this long.
@@ -176,6 +183,22 @@ def actor_threads(config: JobConfig) -> int | None:
     return max(own, node_cpus // max(1, resources.max_actors))
 
 
+class StagingEmbeddingActor(EmbeddingActor):
+    """The pool's actor: embeds a batch (``EmbeddingActor``) and stages its rows (``sink.write_parts``)
+    in the same call, returning only the writer records (see the module's docstring for why).
+
+    The write runs on Ray's calling thread, outside the actor's torch thread, so that it overlaps
+    the next call's embedding.
+    """
+
+    def __init__(self, config: ActorConfig, output: Folder, run_id: str, metadata: dict[str, str]):
+        super().__init__(config)
+        self.output, self.run_id, self.metadata = output, run_id, metadata
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return write_parts(super().__call__(batch), self.output, self.run_id, self.metadata)
+
+
 def _read_units(batch: pa.Table, input_config: dict[str, Any], storage: dict[str, Any], block_rows: int) -> Iterator[pa.Table]:
     source = InputConfig.model_validate(input_config)
     storage_config = StorageConfig.model_validate(storage)
@@ -201,8 +224,6 @@ def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: 
     import ray
     from ray.data import ActorPoolStrategy
 
-    from actors.actor import EmbeddingActor
-
     quiet_ray_logs(verbose)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose
@@ -221,16 +242,11 @@ def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: 
         fn_kwargs={"input_config": config.input.model_dump(), "storage": config.storage.model_dump(),
                    "block_rows": resources.read_block_rows},
     )
-    if isinstance(resources.actors, list):
-        pool = ActorPoolStrategy(min_size=resources.actors[0], max_size=resources.actors[1])
-    else:
-        pool = ActorPoolStrategy(size=resources.actors)
-    dataset = dataset.map_batches(
-        EmbeddingActor, fn_constructor_kwargs={"config": actor}, compute=pool,
-        batch_size=resources.batch_rows, batch_format="pyarrow",
-        num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor or None,
-    )
+    sizes = ({"min_size": resources.actors[0], "max_size": resources.actors[1]} if isinstance(resources.actors, list)
+             else {"size": resources.actors})
+    pool = ActorPoolStrategy(**sizes, max_concurrent_calls_per_actor=CALLS_PER_ACTOR, enable_true_multi_threading=True)
     return dataset.map_batches(
-        write_parts, batch_size=None, batch_format="pyarrow", num_cpus=WRITE_TASK_CPUS,
-        fn_kwargs={"output": output, "run_id": run_id, "metadata": metadata},
+        StagingEmbeddingActor, compute=pool, batch_size=resources.batch_rows, batch_format="pyarrow",
+        fn_constructor_kwargs={"config": actor, "output": output, "run_id": run_id, "metadata": metadata},
+        num_cpus=resources.cpus_per_actor, num_gpus=resources.gpus_per_actor or None,
     )

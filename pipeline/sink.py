@@ -1,9 +1,10 @@
 """The Parquet sink: embedded rows → staged part files; complete units → published under ``data/``.
 
 Two steps, so that readers never see a partial unit:
-1. ``write_parts`` (a Ray Data task) writes each batch's rows per unit into this run's staging
-   folder ``_staging/<run>/<unit>/`` (hidden from readers by the ``_``) and returns one writer
-   record per unit (``actors.rows.WRITER_RECORD_SCHEMA``): which rows it covered and where they went.
+1. ``write_parts`` (the pool's actor, after it embeds a batch) writes the batch's rows per unit
+   into this run's staging folder ``_staging/<run>/<unit>/`` (hidden from readers by the ``_``)
+   and returns one writer record per unit (``actors.rows.WRITER_RECORD_SCHEMA``): which rows it
+   covered and where they went.
 2. ``publish_unit`` (the driver, once every row of a unit is accounted for) clears the unit's
    folder under ``data/`` and ``_rejects/`` and moves the staged parts in, named by position.
    The ledger commit follows; a crash in between only makes the unit run again, and the rerun
@@ -51,7 +52,7 @@ def _rejects_table(rows: pa.Table) -> pa.Table:
 
 
 def write_parts(batch: pa.Table, output: Folder, run_id: str, metadata: dict[str, str]) -> pa.Table:
-    """Ray Data task: stage this batch's rows per unit and return one writer record per unit."""
+    """Stage an embedded batch's rows per unit (the actor's last step) and return one writer record per unit."""
     records: dict[str, list[Any]] = {name: [] for name in WRITER_RECORD_SCHEMA.names}
     node = batch.column("node")[0].as_py() if batch.num_rows and "node" in batch.column_names else ""
     for unit in pc.unique(batch.column("unit")).to_pylist():

@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Sequence
 
+# Padded pieces per transformer forward pass on a CPU when the user sets none
+# (``resources.max_batch_tokens``): small batches keep their activations in cache and run faster
+# there (bench/README.md, "Levers"); on a GPU each kind keeps its own, wider default.
+CPU_MAX_BATCH_TOKENS = 2048
+
+
+def default_max_batch_tokens(device_type: str, gpu_default: int) -> int:
+    """The padded-token budget of a transformer kind on ``device_type`` (``cpu``, ``cuda``...)."""
+    return CPU_MAX_BATCH_TOKENS if device_type == "cpu" else gpu_default
+
 
 def budget_batches(lengths: Sequence[int], max_tokens: int, max_items: int | None = None,
                    max_padding: float | None = None) -> Iterator[list[int]]:

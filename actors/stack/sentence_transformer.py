@@ -48,13 +48,14 @@ import torch
 from torch import nn
 
 from actors.stack.base import DocumentEmbeddings, evaluating, ordinary
-from actors.stack.batching import budget_batches
+from actors.stack.batching import budget_batches, default_max_batch_tokens
 from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.registry import quiet_loading, resolve_transformer
 from actors.stack.specs import SentenceTransformerSpec
 from actors.stack.st_files import declared_prompts, pickled_weight_files
 
 QUERY_PROMPT_NAME = "query"
+GPU_MAX_BATCH_TOKENS = 32768
 # Per-call processor settings for one unpadded tokenization of all texts (padding comes per batch).
 _UNPADDED = {"text": {"padding": False}, "common": {"return_tensors": None}}
 _CPU = torch.device("cpu")
@@ -78,7 +79,7 @@ class SentenceTransformerEmbeddings(DocumentEmbeddings):
     ``model``: a local folder, an object-storage folder or a hub name (see ``registry``);
     ``"default"`` is the packaged all-MiniLM-L6-v2. ``prompt`` (a string put before every text) or
     ``prompt_name`` (one of ``prompts``), not both. ``max_batch_tokens`` bounds a batch's padded
-    tokens (default 8192 on CPU, 32768 on a GPU) and never changes the output. ``precision``:
+    tokens (default 2048 on CPU, 32768 on a GPU) and never changes the output. ``precision``:
     ``auto`` | ``float32`` | ``bfloat16`` | ``float16`` (see ``device.autocast_dtype``).
 
     ``embed_texts`` is the inference entry (float32 CPU ``[n, embedding_length]``); ``forward`` is
@@ -113,9 +114,8 @@ class SentenceTransformerEmbeddings(DocumentEmbeddings):
         self.fine_tune = bool(fine_tune)
         self.model.requires_grad_(self.fine_tune)
         self.precision = precision
-        self.max_batch_tokens = int(max_batch_tokens) if max_batch_tokens is not None else (
-            8192 if target.type == "cpu" else 32768
-        )
+        self.max_batch_tokens = (int(max_batch_tokens) if max_batch_tokens is not None
+                                 else default_max_batch_tokens(target.type, GPU_MAX_BATCH_TOKENS))
 
         self.prompts: dict[str, str] = dict(self.model.prompts)
         if prompt_name is not None and prompt_name not in self.prompts:

@@ -39,13 +39,13 @@ import torch
 from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings, evaluating, ordinary
-from actors.stack.batching import budget_batches
+from actors.stack.batching import budget_batches, default_max_batch_tokens
 from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.registry import quiet_loading, resolve_transformer
 from actors.stack.scalar_mix import ScalarMix
 from actors.stack.specs import TransformerSpec
 
-DEFAULT_MAX_BATCH_TOKENS = 8192
+GPU_MAX_BATCH_TOKENS = 8192
 
 # Tokenizers that do not know their window report a huge sentinel; beyond this we ask the config.
 _UNSET_MAX_LENGTH = 1_000_000
@@ -234,7 +234,9 @@ class TransformerWordEmbeddings(TokenEmbeddings):
     ) -> None:
         super().__init__()
         self.spec = spec = TransformerSpec(model=model, **settings)
-        max_batch_tokens = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else max_batch_tokens
+        target = pick_device(device)
+        if max_batch_tokens is None:
+            max_batch_tokens = default_max_batch_tokens(target.type, GPU_MAX_BATCH_TOKENS)
         layer_combine = spec.layer_combine or ("scalar_mix" if spec.use_scalar_mix else ("mean" if spec.layer_mean else "concat"))
         check_precision(precision)
         if max_batch_tokens < 1:
@@ -244,7 +246,6 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         self.model_name = model
         self.model_path = resolve_transformer(model).path
         self.fine_tune = bool(fine_tune)
-        target = pick_device(device)
         if self.fine_tune:
             # Never train the shared copy: other embeddings read it.
             self._loaded = _load_uncached(self.model_path, target)

@@ -43,14 +43,14 @@ import torch
 from torch import nn
 
 from actors.stack.base import DocumentEmbeddings, evaluating
-from actors.stack.batching import budget_batches
+from actors.stack.batching import budget_batches, default_max_batch_tokens
 from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.registry import resolve_transformer
 from actors.stack.specs import TransformerDocumentSpec
 from actors.stack.transformer import _load, _load_uncached, parse_layers
 from actors.text import tokenize
 
-DEFAULT_MAX_BATCH_TOKENS = 8192
+GPU_MAX_BATCH_TOKENS = 8192
 
 
 class TransformerDocumentEmbeddings(DocumentEmbeddings):
@@ -78,14 +78,15 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         self.spec = spec = TransformerDocumentSpec(model=model, **settings)
         layers, layer_mean, cls_pooling = spec.layers, spec.layer_mean, spec.cls_pooling
         check_precision(precision)
-        budget = DEFAULT_MAX_BATCH_TOKENS if max_batch_tokens is None else int(max_batch_tokens)
+        target = pick_device(device)
+        budget = (default_max_batch_tokens(target.type, GPU_MAX_BATCH_TOKENS) if max_batch_tokens is None
+                  else int(max_batch_tokens))
         if budget < 1:
             raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
 
         self.model_name = model
         self.model_path = resolve_transformer(model).path
         self.fine_tune = bool(fine_tune)
-        target = pick_device(device)
         if self.fine_tune:
             # Never train the shared copy: other embeddings read it.
             loaded = _load_uncached(self.model_path, target)

@@ -30,9 +30,9 @@ LINE = re.compile(r"^\[corpus-embed\] units (\d+)/(\d+)(?:, \d+ failed)?, rows (
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
 # Ray Data's INFO lines and its per-operator progress (tqdm bars on a terminal, "MapBatches(...): n/m"
 # log lines elsewhere). Ray's C++ core still prints its ERROR lines (one about actor restarts names
-# the operator "MapWorker(MapBatches(EmbeddingActor))"): those are not Ray's progress and stay.
+# the operator "MapWorker(MapBatches(StagingEmbeddingActor))"): those are not Ray's progress and stay.
 RAY_OUTPUT = ("Running Dataset", "Execution plan", "- MapBatches", "MapBatches(_read_units):",
-              "MapBatches(EmbeddingActor):", "MapBatches(write_parts):", "logging_progress", "streaming_executor",
+              "MapBatches(StagingEmbeddingActor):", "logging_progress", "streaming_executor",
               "Starting execution", "Progress bars")
 
 
@@ -69,7 +69,7 @@ def test_plain_progress_moves_before_the_first_commit_and_ray_stays_quiet(cluste
     # --verbose: Ray's own log lines (the execution plan, operator by operator) come back.
     verbose = corpus_embed("run", str(config), "--verbose", "--set", f"output.path={s3_bucket}/out-verbose/", env=env)
     assert verbose.returncode == 0, verbose.stderr[-4000:]
-    assert "Execution plan" in verbose.stderr and "MapBatches(EmbeddingActor)" in verbose.stderr, verbose.stderr[-4000:]
+    assert "Execution plan" in verbose.stderr and "MapBatches(StagingEmbeddingActor)" in verbose.stderr, verbose.stderr[-4000:]
     assert _progress(verbose.stderr)[-1] == (1, 60)
 
 

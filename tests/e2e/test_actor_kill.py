@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _actor_pids() -> list[int]:
-    """Ray titles actor processes after their class: ``ray::MapWorker(MapBatches(EmbeddingActor))``."""
+    """Ray titles actor processes after their class: ``ray::MapWorker(MapBatches(StagingEmbeddingActor))``."""
     pids = []
     for process in psutil.process_iter(["pid", "cmdline"]):
         cmdline = " ".join(process.info["cmdline"] or [])
