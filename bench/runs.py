@@ -85,8 +85,8 @@ class CpuSampler:
     """CPU seconds of this process and its descendants (our local Ray), by role, sampled while a run lasts.
 
     A Ray worker's role is read from its process title (``ray::MapWorker(...StagingEmbeddingActor)``,
-    ``ray::MapBatches(_read_units)``...) at each sample, so a worker reused for reads and writes is
-    split between them. Processes that exit between samples lose at most one interval.
+    ``ray::MapBatches(_read_units)``...) at each sample, so a worker reused for several tasks is split
+    between them (the actor writes its own output: its writes count as the actor's). Processes that exit between samples lose at most one interval.
     """
 
     def __init__(self, interval: float = 0.2, enabled: bool = True):
@@ -110,8 +110,6 @@ class CpuSampler:
             return "embedding actor"
         if "_read_units" in name:
             return "read tasks"
-        if "write_parts" in name:
-            return "write tasks"
         if name.startswith("ray::IDLE") or name.startswith("ray::MapBatches") or name.startswith("ray::ReadRange"):
             return "Ray workers between tasks (start-up, idle)"
         if "default_worker.py" in name:
