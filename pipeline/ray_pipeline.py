@@ -169,7 +169,7 @@ def actor_threads(config: JobConfig) -> int | None:
     """Torch threads per actor on a one-node Ray: the node's CPUs shared by the pool's actors.
 
     Ray's CPU numbers are logical: ``cpus_per_actor: 1`` on a 2-core machine would leave one core
-    idle during a local run (the read and write tasks need little: a few percent of the actor's
+    idle during a local run (the read tasks and Ray need little: a few percent of the actor's
     CPU time, see bench/README.md), and one actor with 2 threads embeds ~1.4x faster than with 1.
     On a cluster of several nodes the actors' placement is unknown, so each actor keeps
     ceil(cpus_per_actor) threads.
