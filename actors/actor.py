@@ -98,12 +98,13 @@ def node_name() -> str:
 class EmbeddingActor:
     """Ray Data actor: ``__init__`` loads the stack once, ``__call__`` embeds one Arrow batch.
 
-    All of the actor's torch work (loading, then every batch) runs on one thread of its own. Ray
-    Data builds the actor on the process's main thread but calls it from a worker thread; torch
-    work on both gives the process two OpenMP thread teams, and GNU OpenMP, seeing more threads
-    than cores, then parks its threads after every parallel region instead of spinning: on 2
-    cores that cost the actor a third of its speed in bf16 (1.3 of 2 cores busy) and a sixth in
-    float32, measured in ``bench/README.md``.
+    All of the actor's torch work (loading, then every batch) runs on one thread of its own, one
+    batch at a time, however many calls Ray makes at once. Ray Data builds the actor on the
+    process's main thread but calls it from worker threads; torch work on several gives the
+    process several OpenMP thread teams, and GNU OpenMP, seeing more threads than cores, then
+    parks its threads after every parallel region instead of spinning: on 2 cores that cost the
+    actor a third of its speed in bf16 (1.3 of 2 cores busy) and a sixth in float32, measured in
+    ``bench/README.md``.
     """
 
     def __init__(self, config: ActorConfig):
