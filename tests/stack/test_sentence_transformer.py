@@ -345,3 +345,11 @@ def test_sentence_transformer_files(packaged: Path) -> None:
 def test_st_files_is_torch_free() -> None:
     code = "import sys, actors.stack.st_files; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+def test_unset_budget_is_the_cpu_default_and_a_set_one_wins(emb: SentenceTransformerEmbeddings) -> None:
+    from actors.stack.batching import CPU_MAX_BATCH_TOKENS, default_max_batch_tokens
+
+    assert emb.max_batch_tokens == CPU_MAX_BATCH_TOKENS           # built on CPU with none set
+    assert default_max_batch_tokens("cuda", 32768) == 32768       # a GPU keeps the kind's own
+    assert SentenceTransformerEmbeddings(device="cpu", max_batch_tokens=4096).max_batch_tokens == 4096
