@@ -45,6 +45,8 @@ from actors.stack.registry import quiet_loading, resolve_transformer
 from actors.stack.scalar_mix import ScalarMix
 from actors.stack.specs import TransformerSpec
 
+# Padded pieces per forward pass on a GPU when none is set, for this module and
+# transformer_document (on a CPU: batching.CPU_MAX_BATCH_TOKENS).
 GPU_MAX_BATCH_TOKENS = 8192
 
 # Tokenizers that do not know their window report a huge sentinel; beyond this we ask the config.

@@ -47,10 +47,8 @@ from actors.stack.batching import budget_batches, default_max_batch_tokens
 from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.registry import resolve_transformer
 from actors.stack.specs import TransformerDocumentSpec
-from actors.stack.transformer import _load, _load_uncached, parse_layers
+from actors.stack.transformer import GPU_MAX_BATCH_TOKENS, _load, _load_uncached, parse_layers
 from actors.text import tokenize
-
-GPU_MAX_BATCH_TOKENS = 8192
 
 
 class TransformerDocumentEmbeddings(DocumentEmbeddings):
