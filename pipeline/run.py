@@ -7,8 +7,8 @@ units embedded, deleted shards' outputs pruned). Read top to bottom:
 1. ``make_plan`` (no side effects): config, stack files, output, input, units, ledger; every user
    mistake stops here with exit 2.
 2. On a cluster (``RAY_ADDRESS``), join it and refuse local paths that its nodes cannot share.
-3. Take the lease (one writer per output), sweep dead runs' staging, list the ledger again and
-   re-decide (a run may have committed since planning).
+3. Take the lease (one writer per output), sweep dead runs' staging and unfinished writes, list
+   the ledger again and re-decide (a run may have committed since planning).
 4. ``--overwrite`` deletes the output (commit records first); prune removes units whose shards
    left the input; the manifest is written.
 5. Embed the pending units on Ray; each unit is published and committed as soon as all its rows
@@ -32,7 +32,7 @@ from pipeline.layout import DATA_DIR, FAILED_DIR, LEDGER_DIR, OUTPUT_NAMES, REJE
 from pipeline.ledger import CommitRecord, Ledger
 from pipeline.plan import VERSION, Plan, RunOptions, UnitAction, decide, make_plan
 from pipeline.progress import Progress
-from pipeline.sink import UnitProgress, discard_staging, keep_failed, publish_unit
+from pipeline.sink import UnitProgress, discard_dead_writes, discard_staging, keep_failed, publish_unit
 from pipeline.storage import is_local_url
 
 
@@ -181,11 +181,12 @@ def run(config: Any, options: RunOptions = RunOptions(), *, progress: bool = Tru
                          max_reject_ratio=plan.max_reject_ratio, units_planned=len(plan.units),
                          shards_skipped_unknown_format=plan.shards_skipped)
     output, ledger = plan.output, Ledger(plan.output)
+    lease_taken_at = time.time()
     lease = Lease(output, summary.run_id, config.lease_timeout_s).acquire()
     try:
         if lease.taken_over is not None:
             summary.lease_taken_over = lease.taken_over.describe()
-        discard_staging(output)                       # dead runs' leftovers: this run holds the lease
+        discard_dead_writes(output, lease_taken_at)   # dead runs' leftovers: this run holds the lease
         committed = {} if options.overwrite else ledger.committed()
         plan.decision = decide(plan, committed, set(output.listdir(DATA_DIR)) | set(output.listdir(FAILED_DIR)))
         _apply_deletions(plan, ledger, summary)

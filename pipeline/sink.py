@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from actors.rows import BOOKKEEPING, REJECTS_SCHEMA, WRITER_RECORD_SCHEMA, RowKind
-from pipeline.layout import DATA_DIR, FAILED_DIR, REJECTS_DIR, STAGING_DIR
+from pipeline.layout import DATA_DIR, FAILED_DIR, LEDGER_DIR, REJECTS_DIR, RUNS_DIR, STAGING_DIR
 from pipeline.storage import Folder
 
 
@@ -157,6 +157,18 @@ def keep_failed(output: Folder, unit: str, progress: UnitProgress, failure: dict
     for index, (_, staged) in enumerate(sorted(progress.reject_parts)):
         output.move(staged, f"{folder}/rejects-{index:05d}.parquet")
     output.write_json(f"{folder}/failure.json", failure, indent=1)
+
+
+def discard_dead_writes(output: Folder, lease_taken_at: float) -> None:
+    """What dead runs left half-done, swept by the lease holder: staged parts and unfinished files.
+
+    A run killed mid-way may leave staged parts and, if it died inside an atomic write, that
+    write's hidden temp file in the ledger, the run records, a failed unit's folder or the
+    output's root. Readers skip both; the sweep keeps the output folder holding only what it says.
+    """
+    discard_staging(output)
+    failed = [f"{FAILED_DIR}/{unit}" for unit in output.listdir(FAILED_DIR)]
+    output.remove_stale_temps(["", LEDGER_DIR, RUNS_DIR, FAILED_DIR, *failed], lease_taken_at)
 
 
 def discard_staging(output: Folder, run_id: str | None = None) -> None:

@@ -109,10 +109,14 @@ def test_status_during_and_after_a_killed_run(ray_address, tmp_path, capsys) -> 
     shown = capsys.readouterr().out
     assert f"units: {done} done, {12 - done} pending" in shown and "stale lease" in shown
 
+    # A driver killed inside an atomic write leaves its hidden temp file; plant one where it would be.
+    (output / "_ledger" / ".tmp-0123456789abcdef").write_bytes(b'{"rows_in": ')
+
     rerun = run(parse_config(yaml.safe_load(config_path.read_text())), progress=False)
     assert rerun.ok and rerun.units_skipped == done and rerun.lease_taken_over
     final = output_status(str(output))
     assert (final["units_done"], final["units_pending"], final["running"]) == (12, 0, None)
+    assert [p for p in output.rglob("*") if p.name.startswith(".tmp-") or "_staging" in p.parts] == []
 
 
 def test_status_of_a_missing_output_exits_2(tmp_path, capsys) -> None:

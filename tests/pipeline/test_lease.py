@@ -3,6 +3,7 @@ when it is stale or its holder died on this host, and a run that lost it notices
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -96,3 +97,24 @@ def test_heartbeat_keeps_the_lease_fresh_and_a_taken_lease_is_noticed(output) ->
         lease.release()
     holder, _ = read_lease(output)
     assert holder is not None and holder.run_id == "thief"     # a lost lease is not deleted by its loser
+
+
+def test_the_lease_holder_sweeps_dead_writers_temp_files_and_keeps_live_ones(tmp_path) -> None:
+    from pipeline.layout import FAILED_DIR, LEDGER_DIR
+    from pipeline.sink import discard_dead_writes
+
+    output = Folder(str(tmp_path / "out"))
+    output.write_json(f"{LEDGER_DIR}/unit-a.json", {"rows_in": 3})
+    dead = [f"{LEDGER_DIR}/.tmp-dead", ".tmp-dead", f"{FAILED_DIR}/unit-b/.tmp-dead", "_staging/run-1/unit-a/part-0.parquet"]
+    for relative in dead:
+        (tmp_path / "out" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / relative).write_bytes(b"half a write")
+    lease_taken_at = time.time() + 1           # every file above was written before the lease was taken
+    live = tmp_path / "out" / LEDGER_DIR / ".tmp-live"
+    live.write_bytes(b"a write in progress")
+    os.utime(live, (lease_taken_at + 1, lease_taken_at + 1))
+
+    discard_dead_writes(output, lease_taken_at)
+
+    left = sorted(output.find())
+    assert left == [f"{LEDGER_DIR}/.tmp-live", f"{LEDGER_DIR}/unit-a.json"]
