@@ -51,11 +51,28 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, exclude: set[int] = frozenset()) -> list[int]:
+    """``count`` distinct free ports, none in ``exclude``: the sockets stay bound until all are found,
+    so that the OS cannot hand the same port out twice (it reuses a just-closed one readily)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    sockets: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in exclude:
+                ports.append(port)
+        return ports
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture(scope="session")

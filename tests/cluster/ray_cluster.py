@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_ports
 
 # Ray's unix sockets live under the temp dir, and a socket path is limited to ~107 bytes.
 MAX_TEMP_ROOT = 40
@@ -86,6 +86,7 @@ class LocalRayCluster:
 
     def __post_init__(self) -> None:
         self._known: set[tuple[int, int]] = set()     # (pid, start time) of processes seen as ours
+        self._ports_given: set[int] = set()           # every port handed to a node of this cluster
         if len(str(self.root)) > MAX_TEMP_ROOT:    # pytest's tmp paths can be long: keep socket paths short
             self.root = Path(tempfile.mkdtemp(prefix="ce-rc-", dir="/tmp"))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -109,13 +110,21 @@ class LocalRayCluster:
         return next(node for node in self.nodes if node.name == name)
 
     # -- starting ---------------------------------------------------------------------------------
+    def _ports(self, count: int) -> list[int]:
+        """Ports no component of this cluster was given yet: a node binds its ports only once it has
+        started, so the OS would otherwise hand one out again (two components on one port: exit 1)."""
+        ports = free_ports(count, exclude=self._ports_given)
+        self._ports_given.update(ports)
+        return ports
+
     def _common_args(self, node_dir: Path, num_cpus: int, resources: dict[str, float]) -> list[str]:
+        node_manager, object_manager, metrics, agent_http, agent_grpc, runtime_env = self._ports(6)
         return ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0",
                 f"--resources={json.dumps(resources)}", f"--temp-dir={node_dir}",
                 f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats",
-                f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-                f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-                f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
+                f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={agent_http}",
+                f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
                 "--min-worker-port=0", "--max-worker-port=0"]     # 0: workers take ports the OS hands out
 
     def _spawn(self, name: str, args: list[str], num_cpus: int, resources: dict[str, float], head: bool) -> RayNode:
@@ -131,10 +140,10 @@ class LocalRayCluster:
 
     def start_head(self, num_cpus: int = 1, name: str = "head", timeout: float = 180.0) -> RayNode:
         assert not self.nodes, "the head starts first"
-        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.gcs_port, self.dashboard_port, client_server = self._ports(3)
         resources = {f"node_{name}": 1.0}
         args = ["--head", f"--port={self.gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
+                f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={client_server}",
                 *self._common_args(self.root / name, num_cpus, resources)]
         node = self._spawn(name, args, num_cpus, resources, head=True)
         self._wait(node, timeout)
