@@ -168,7 +168,7 @@ def discard_dead_writes(output: Folder, lease_taken_at: float) -> None:
     """
     discard_staging(output)
     failed = [f"{FAILED_DIR}/{unit}" for unit in output.listdir(FAILED_DIR)]
-    output.remove_stale_temps(["", LEDGER_DIR, RUNS_DIR, FAILED_DIR, *failed], lease_taken_at)
+    output.remove_stale_temps(["", LEDGER_DIR, RUNS_DIR, *failed], lease_taken_at)
 
 
 def discard_staging(output: Folder, run_id: str | None = None) -> None:

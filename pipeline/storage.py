@@ -268,27 +268,24 @@ class Folder:
             if os.path.exists(temp):
                 os.unlink(temp)
 
-    def remove_stale_temps(self, folders: Iterable[str], written_before: float) -> list[str]:
+    def remove_stale_temps(self, folders: Iterable[str], written_before: float) -> None:
         """Delete the temp files (``.tmp-*``) of writes begun before ``written_before`` in ``folders``.
 
         A process killed between writing a temp file and renaming it leaves the temp behind; only
         a writer that knows every earlier writer is dead (the lease holder) may call this, with the
         time it took the lease, so that no write in progress loses its file. Object stores have no
-        temp files (one PUT per write). Returns what it removed, relative to this folder.
+        temp files (one PUT per write).
         """
         if not self.is_local:
-            return []
-        removed = []
+            return
         for folder in folders:
             for name in self.listdir(folder):
-                relative = f"{folder}/{name}" if folder else name
                 if not name.startswith(TEMP_PREFIX):
                     continue
+                path = self.path(f"{folder}/{name}" if folder else name)
                 with contextlib.suppress(FileNotFoundError):
-                    if os.stat(self.path(relative)).st_mtime < written_before:
-                        os.unlink(self.path(relative))
-                        removed.append(relative)
-        return removed
+                    if os.stat(path).st_mtime < written_before:
+                        os.unlink(path)
 
     def write_json(self, relative: str, data: Any, indent: int | None = None) -> None:
         self.write_atomic(relative, json.dumps(data, sort_keys=True, indent=indent, default=str).encode())
