@@ -17,6 +17,13 @@ task per batch (scheduling, an object-store copy of the vectors, a worker's CPU)
 embedding on a small machine (bench/README.md, "Levers"). Each actor takes two calls at once
 (``max_concurrent_calls_per_actor=2``): its torch work runs on one thread of its own, one call
 at a time (``actors.actor``), while the other call's input is fetched or its output written.
+
+Length order: each block a reader yields (``read_block_rows`` rows, 1024 by default) is sorted by
+text length before it leaves the read task (``length_sorted``). An actor call takes ``batch_rows``
+consecutive rows, and sorts and batches only those: with the block sorted first, a call holds
+texts of like length and its forward passes carry little padding, as ``encode`` gets by sorting
+its whole input. Rows are matched by ``seq`` and counted, never by position (``actors.rows``), so
+the order changes only where a unit's rows sit inside its published files.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import warnings
 from typing import Any, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from actors.actor import ActorConfig, EmbeddingActor
 from pipeline.config import InputConfig, JobConfig, StorageConfig
@@ -42,6 +50,7 @@ from pipeline.units import Unit
 
 READ_TASK_CPUS = 0.25
 CALLS_PER_ACTOR = 2
+SORT_BLOCKS_BY_LENGTH = True
 BLOCK_BYTES = 4 * 1024 * 1024
 BLOCK_BYTES_ENV = "CORPUS_EMBED_BLOCK_BYTES"
 # A cluster that accepts the connection but never answers (a stale head) gives up after this long.
@@ -199,11 +208,19 @@ class StagingEmbeddingActor(EmbeddingActor):
         return write_parts(super().__call__(batch), self.output, self.run_id, self.metadata)
 
 
-def _read_units(batch: pa.Table, input_config: dict[str, Any], storage: dict[str, Any], block_rows: int) -> Iterator[pa.Table]:
+def length_sorted(block: pa.Table) -> pa.Table:
+    """The block's rows, shortest text first (stable; rows without text, rejects and ends, last)."""
+    order = pc.array_sort_indices(pc.utf8_length(block.column("text")), null_placement="at_end")
+    return block.take(order)
+
+
+def _read_units(batch: pa.Table, input_config: dict[str, Any], storage: dict[str, Any], block_rows: int,
+                sort_by_length: bool) -> Iterator[pa.Table]:
     source = InputConfig.model_validate(input_config)
     storage_config = StorageConfig.model_validate(storage)
     for encoded in batch.column("unit").to_pylist():
-        yield from read_unit(Unit.from_dict(json.loads(encoded)), source, storage_config, block_rows)
+        for block in read_unit(Unit.from_dict(json.loads(encoded)), source, storage_config, block_rows):
+            yield length_sorted(block) if sort_by_length else block
 
 
 def block_bytes() -> int:
@@ -240,7 +257,7 @@ def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: 
     dataset = dataset.map_batches(
         _read_units, batch_size=1, batch_format="pyarrow", num_cpus=READ_TASK_CPUS,
         fn_kwargs={"input_config": config.input.model_dump(), "storage": config.storage.model_dump(),
-                   "block_rows": resources.read_block_rows},
+                   "block_rows": resources.read_block_rows, "sort_by_length": SORT_BLOCKS_BY_LENGTH},
     )
     sizes = ({"min_size": resources.actors[0], "max_size": resources.actors[1]} if isinstance(resources.actors, list)
              else {"size": resources.actors})
