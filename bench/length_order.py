@@ -2,8 +2,8 @@
 
 ``python -m bench.length_order [--window 1024] [--reps 3]`` embeds seeded documents with the
 default stack in calls of ``batch_rows`` documents, as an actor gets them: taken in corpus order,
-and taken from windows of ``--window`` rows each sorted by text length (what
-``pipeline.ray_pipeline.length_sorted`` does to a read block), with one call over all of them
+and taken from windows of ``--window`` rows each put in order by
+``pipeline.ray_pipeline.length_sorted`` (as a read block is), with one call over all of them
 beside (what ``SentenceTransformer.encode`` sorts). Interleaved, best of ``--reps``; docs/s.
 ``python -m bench.levers length_sort`` measures the same lever through the pipeline.
 """
@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 
+import pyarrow as pa
+
 from bench.corpus import make_documents, make_short_documents
 from bench.run import interleaved
+from pipeline.ray_pipeline import length_sorted
 
 CASES = (("short documents (<= 256 pieces)", make_short_documents, 3000, 512),
          ("mixed documents (bench corpus)", make_documents, 1200, 100),
@@ -32,7 +35,8 @@ def main() -> None:
         texts = [doc["text"] for doc in make(docs, seed=0)]
         window = args.window
         length_ordered = [text for start in range(0, len(texts), window)
-                          for text in sorted(texts[start:start + window], key=len)]
+                          for text in length_sorted(pa.table({"text": texts[start:start + window]}))
+                          .column("text").to_pylist()]
 
         def calls(sequence: list[str]) -> None:
             for start in range(0, len(sequence), batch_rows):

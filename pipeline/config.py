@@ -72,7 +72,8 @@ class ResourcesConfig(_Strict):
         "auto", description="auto: bf16 autocast on GPU, exact float32 on CPU; bfloat16 autocasts on CPU too (fast with "
                             "AMX/AVX512-BF16, cosine ~0.9999 to float32); float64: ELMo's recurrence in float64")
     batch_rows: int = Field(512, gt=0, description="documents handed to an actor per call")
-    read_block_rows: int = Field(1024, gt=0, description="rows per block the readers emit, each sorted by text length before actor calls are cut from it")
+    read_block_rows: int = Field(1024, gt=0, description="rows per block the readers emit, each sorted by text length "
+                                                         "before actor calls are cut from it")
 
     @field_validator("actors")
     @classmethod
