@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from actors.rows import READER_SCHEMA, Reason, RowKind
 from pipeline.config import InputConfig, StorageConfig
-from pipeline.storage import filesystem
+from pipeline.storage import filesystem, parquet_file
 from pipeline.units import Unit
 
 SNIPPET_CHARS = 200
@@ -254,14 +254,12 @@ def _parquet_texts(column: pa.Array) -> list[Any]:
 
 def _read_parquet(unit: Unit, config: InputConfig, storage: StorageConfig | None, builder: _BlockBuilder,
                   block_rows: int) -> Iterator[pa.Table]:
-    import pyarrow.parquet as pq
-
     checker = _RowChecker(unit, config, builder)
     fs, path = filesystem(unit.shard.url, storage)
     row = 0
     try:
         with fs.open(path, "rb", compression=unit.shard.compression) as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = parquet_file(handle)
             names = parquet.schema_arrow.names
             if config.text_field not in names:
                 builder.reject(-1, f"{unit.shard.key}:-1", Reason.MISSING_COLUMN,

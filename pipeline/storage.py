@@ -19,12 +19,15 @@ import os
 import re
 import tempfile
 import uuid
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 import fsspec
 
 from pipeline.config import StorageConfig
 from pipeline.errors import UserError, one_line
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 # Hidden temp files of atomic writes in progress (or of a process killed during one): readers skip them.
 TEMP_PREFIX = ".tmp-"
@@ -137,6 +140,21 @@ def read_url(url: str, storage: StorageConfig | None = None) -> bytes:
     fs, path = filesystem(url, storage)
     with fs.open(path, "rb") as handle:
         return handle.read()
+
+
+def parquet_file(handle: IO[bytes]) -> "pq.ParquetFile":
+    """A ``pyarrow.parquet.ParquetFile`` over a Python file object (an fsspec handle), read on the caller's thread.
+
+    pyarrow pre-buffers column chunks on its IO thread pool by default. Over a Python file object
+    each such read, and the release of what it read, takes the GIL from a pyarrow thread; one still
+    finishing while the interpreter exits aborts the process with SIGABRT ("terminate called without
+    an active exception", apache/arrow#34314) after all its work is done: an index build that
+    succeeded would exit non-zero. fsspec handles keep their own read-ahead, so pre-buffering gains
+    nothing here: every Parquet read through a ``Folder`` or ``filesystem()`` handle opens it with this.
+    """
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(handle, pre_buffer=False)
 
 
 def join(*parts: str) -> str:

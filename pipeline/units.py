@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.config import InputConfig, JobConfig, StorageConfig
 from pipeline.sources import Shard
-from pipeline.storage import filesystem, safe_name
+from pipeline.storage import filesystem, parquet_file, safe_name
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,10 @@ def shard_units(shard: Shard, config: InputConfig, storage: StorageConfig | None
     base = safe_name(shard.key)
     if shard.format != "parquet" or shard.compression:
         return [Unit(base, shard)]
-    import pyarrow.parquet as pq
-
     fs, path = filesystem(shard.url, storage)
     try:
         with fs.open(path, "rb") as handle:
-            metadata = pq.ParquetFile(handle).metadata
+            metadata = parquet_file(handle).metadata
     except Exception:  # noqa: BLE001 - an unreadable footer is reported by the reader as a reject
         return [Unit(base, shard)]
     if metadata.num_rows <= config.rows_per_unit or metadata.num_row_groups <= 1:

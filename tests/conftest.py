@@ -130,6 +130,23 @@ def wait_for(predicate, timeout: float = 180, interval: float = 0.05) -> bool:
     return False
 
 
+def embedding_actor_pids() -> list[int]:
+    """The embedding actors' processes of the local Ray this test process started (``ray_address``):
+    Ray titles them after their class (``ray::MapWorker(MapBatches(StagingEmbeddingActor))``) and this
+    process is their ancestor, so another test process's Ray and its actors are never counted."""
+    import psutil
+
+    pids = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(process.cmdline())
+        except psutil.Error:      # ended while listed
+            continue
+        if "EmbeddingActor" in cmdline:
+            pids.append(process.pid)
+    return pids
+
+
 def output_ids(output: Path) -> list:
     """The ids of every committed row of a local output, read back as a user would (``data/``)."""
     import pyarrow.dataset as ds

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from actors.rows import ID_TYPES
 from pipeline.index.errors import IndexBuildError
 from pipeline.index.layout import IndexMeta
-from pipeline.storage import Folder
+from pipeline.storage import Folder, parquet_file
 
 ROW_GROUP_ROWS = 8_192   # small groups: a search reads only the groups that hold its hits
 
@@ -103,7 +103,7 @@ def read_rows(folder: Folder, path: str, rows: list[int]) -> list[dict[str, Any]
     """
     found: dict[int, dict[str, Any]] = {}
     with folder.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
+        parquet = parquet_file(handle)
         starts = [0]
         for group in range(parquet.metadata.num_row_groups):
             starts.append(starts[-1] + parquet.metadata.row_group(group).num_rows)
@@ -121,6 +121,6 @@ def read_rows(folder: Folder, path: str, rows: list[int]) -> list[dict[str, Any]
 
 def iter_ids(folder: Folder, path: str) -> Iterator[dict[str, Any]]:
     with folder.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
+        parquet = parquet_file(handle)
         for batch in parquet.iter_batches(columns=["label", "id"]):
             yield from batch.to_pylist()

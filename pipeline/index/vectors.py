@@ -11,12 +11,11 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.index.errors import IndexBuildError
 from pipeline.layout import DATA_DIR
 from pipeline.ledger import CommitRecord
-from pipeline.storage import Folder
+from pipeline.storage import Folder, parquet_file
 
 BATCH_ROWS = 16_384
 SNIPPET_CHARS = 200
@@ -61,7 +60,7 @@ def stream_unit(output: Folder, files: list[str], dim: int, batch_rows: int = BA
     """Yield the unit's rows batch by batch, vectors normalised, id columns alongside."""
     for path in files:
         with output.open(path, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = parquet_file(handle)
             names = parquet.schema_arrow.names
             if "vector" not in names or "id" not in names:
                 raise IndexBuildError(f"{output.url_of(path)}: expected columns id and vector, found {names}; "

@@ -4,25 +4,14 @@ from __future__ import annotations
 import os
 import signal
 
-import psutil
 import pyarrow.dataset as ds
 import pytest
 
 from pipeline.config import parse_config
 from pipeline.run import run
-from tests.conftest import demo_documents, write_shards
+from tests.conftest import demo_documents, embedding_actor_pids, write_shards
 
 pytestmark = pytest.mark.slow
-
-
-def _actor_pids() -> list[int]:
-    """Ray titles actor processes after their class: ``ray::MapWorker(MapBatches(StagingEmbeddingActor))``."""
-    pids = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if "EmbeddingActor" in cmdline and process.info["pid"] != os.getpid():
-            pids.append(process.info["pid"])
-    return pids
 
 
 def test_actor_killed_mid_run_is_restarted(ray_address, tmp_path) -> None:
@@ -34,7 +23,7 @@ def test_actor_killed_mid_run_is_restarted(ray_address, tmp_path) -> None:
 
     def kill_actor_once(unit_key: str) -> None:
         if not killed:
-            pids = _actor_pids()
+            pids = embedding_actor_pids()
             assert pids, "no embedding actor process found"
             for pid in pids:
                 os.kill(pid, signal.SIGKILL)
@@ -47,4 +36,4 @@ def test_actor_killed_mid_run_is_restarted(ray_address, tmp_path) -> None:
     ids = ds.dataset(str(tmp_path / "out"), format="parquet").to_table(columns=["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == len(docs)
     assert set(ids) == {doc["id"] for doc in docs}
-    assert all(pid not in _actor_pids() for pid in killed)
+    assert all(pid not in embedding_actor_pids() for pid in killed)

@@ -17,7 +17,7 @@ from pipeline.config import load_config
 from pipeline.ledger import Ledger
 from pipeline.storage import Folder
 from pipeline.run import run
-from tests.conftest import demo_documents, write_shards
+from tests.conftest import demo_documents, embedding_actor_pids, wait_for, write_shards
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,7 @@ def test_sigkill_then_resume_exactly_once(ray_address, tmp_path) -> None:
         while time.monotonic() < deadline and driver.poll() is None and not _committed(output):
             time.sleep(0.02)
         assert driver.poll() is None, "driver finished before any unit committed"
+        assert embedding_actor_pids(), "no embedding actor process of the run found"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -53,10 +54,11 @@ def test_sigkill_then_resume_exactly_once(ray_address, tmp_path) -> None:
 
     before = _committed(output)
     assert 0 < len(before) < 15, f"{len(before)} units committed at the kill: the kill was not mid-run"
-    # The dead driver's actors and tasks stop writing within seconds (Ray ends a job whose driver died).
-    time.sleep(8)
+    # The dead driver's actors, the only writers of staged parts, end with it (Ray ends a job whose
+    # driver died); once their processes are gone, nothing more is staged.
+    assert wait_for(lambda: not embedding_actor_pids(), timeout=60), "the dead driver's actors still run"
     staged = sorted(str(p) for p in (output / "_staging").rglob("*")) if (output / "_staging").exists() else []
-    time.sleep(5)
+    time.sleep(1)
     assert staged == (sorted(str(p) for p in (output / "_staging").rglob("*")) if (output / "_staging").exists() else [])
     records_before = {key: (output / entry.name).read_bytes() for key, entry in before.items()}
     rows_before = sum(json.loads(data)["rows_in"] for data in records_before.values())
