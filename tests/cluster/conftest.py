@@ -2,10 +2,11 @@
 test of this folder; helpers to put a corpus in S3, run ``corpus-embed`` against the cluster, and read
 the output and its ledger back.
 
-The cluster is started once per session and stopped at its end (every process of every node, even
-after a failure). Tests that add or kill nodes leave it as they found it: ``cluster`` (function
-scope) re-adds a node ``a`` when a test killed it and checks that exactly the head and ``a`` are
-alive before each test.
+The cluster is started once for this folder and stopped when its last test is done (every process
+of every node, even after a failure): idle, its daemons take about a sixth of a core, which the
+rest of the suite would pay otherwise. Tests that add or kill nodes leave it as they found it:
+``cluster`` (function scope) re-adds a node ``a`` when a test killed it and checks that exactly
+the head and ``a`` are alive before each test.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tests.cluster.ray_cluster import WAIT_FOR_ACTORS, LocalRayCluster
 from tests.conftest import REPO_ROOT
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster_session(tmp_path_factory: pytest.TempPathFactory):
     cluster = LocalRayCluster(tmp_path_factory.mktemp("rc"))
     try:
