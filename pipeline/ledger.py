@@ -245,7 +245,7 @@ class Ledger:
 
     def _digest(self) -> pa.Table | None:
         try:
-            return pq.ParquetFile(pa.BufferReader(self.output.read_bytes(LEDGER_DIGEST))).read()
+            return pq.ParquetFile(pa.BufferReader(self.output.read_bytes(LEDGER_DIGEST))).read(use_threads=False)
         except (FileNotFoundError, pa.ArrowException):
             return None
 

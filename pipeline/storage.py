@@ -143,14 +143,15 @@ def read_url(url: str, storage: StorageConfig | None = None) -> bytes:
 
 
 def parquet_file(handle: IO[bytes]) -> "pq.ParquetFile":
-    """A ``pyarrow.parquet.ParquetFile`` over a Python file object (an fsspec handle), read on the caller's thread.
+    """A ``pyarrow.parquet.ParquetFile`` over a Python file object (an fsspec handle), without pre-buffering.
 
-    pyarrow pre-buffers column chunks on its IO thread pool by default. Over a Python file object
-    each such read, and the release of what it read, takes the GIL from a pyarrow thread; one still
-    finishing while the interpreter exits aborts the process with SIGABRT ("terminate called without
-    an active exception", apache/arrow#34314) after all its work is done: an index build that
-    succeeded would exit non-zero. fsspec handles keep their own read-ahead, so pre-buffering gains
-    nothing here: every Parquet read through a ``Folder`` or ``filesystem()`` handle opens it with this.
+    A process that leaves pyarrow's thread pools busy, or their threads still winding down, when it
+    exits can abort in its teardown with SIGABRT ("terminate called without an active exception",
+    apache/arrow#34314) after all its work is done: an index build that succeeded exits non-zero.
+    Pre-buffering reads column chunks on pyarrow's IO threads, each taking the GIL to call the Python
+    file; fsspec handles keep their own read-ahead, so it gains nothing here and is off. Reads in
+    the short processes of the index commands, and of the ledger's digest, also pass
+    ``use_threads=False``: the aborts came from the CPU pool's threads, and those files are small.
     """
     import pyarrow.parquet as pq
 

@@ -113,7 +113,7 @@ def read_rows(folder: Folder, path: str, rows: list[int]) -> list[dict[str, Any]
                 raise IndexError(f"{path}: row {row} is outside the id map's {starts[-1]} rows; rebuild the index")
             by_group.setdefault(bisect.bisect_right(starts, row) - 1, []).append(row)
         for group, members in by_group.items():
-            table = parquet.read_row_group(group)
+            table = parquet.read_row_group(group, use_threads=False)
             for row in members:
                 found[row] = table.slice(row - starts[group], 1).to_pylist()[0]
     return [found[row] for row in rows]
@@ -122,5 +122,5 @@ def read_rows(folder: Folder, path: str, rows: list[int]) -> list[dict[str, Any]
 def iter_ids(folder: Folder, path: str) -> Iterator[dict[str, Any]]:
     with folder.open(path, "rb") as handle:
         parquet = parquet_file(handle)
-        for batch in parquet.iter_batches(columns=["label", "id"]):
+        for batch in parquet.iter_batches(columns=["label", "id"], use_threads=False):
             yield from batch.to_pylist()

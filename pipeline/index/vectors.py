@@ -66,7 +66,7 @@ def stream_unit(output: Folder, files: list[str], dim: int, batch_rows: int = BA
                 raise IndexBuildError(f"{output.url_of(path)}: expected columns id and vector, found {names}; "
                                       f"token-granularity outputs (column 'vectors') cannot be indexed")
             wanted = ["vector", *[name for name in ID_COLUMNS if name in names]]
-            for record_batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+            for record_batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False):
                 vectors = normalize(to_matrix(record_batch.column("vector"), dim, output.url_of(path)))
                 info = pa.Table.from_batches([record_batch]).drop_columns(["vector"])
                 if "text" in info.column_names:
