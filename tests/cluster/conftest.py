@@ -27,7 +27,7 @@ from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="package")
-def ray_cluster_session(tmp_path_factory: pytest.TempPathFactory):
+def shared_ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     cluster = LocalRayCluster(tmp_path_factory.mktemp("rc"))
     try:
         cluster.start_head(num_cpus=1)
@@ -38,10 +38,10 @@ def ray_cluster_session(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def cluster(ray_cluster_session: LocalRayCluster) -> LocalRayCluster:
+def cluster(shared_ray_cluster: LocalRayCluster) -> LocalRayCluster:
     """The session's cluster with exactly its two nodes alive: nodes a test added are stopped, and a
     node ``a`` a test killed is replaced (the GCS must have noticed the kills first)."""
-    cluster = ray_cluster_session
+    cluster = shared_ray_cluster
     alive = {info["node_id"] for info in cluster.alive_nodes()}
     for node in cluster.nodes:
         if node.head:
