@@ -11,6 +11,9 @@ The levers (``LEVERS``):
   first records.
 - ``length_sort``: ``SORT_BLOCKS_BY_LENGTH`` off against on: each read block sorted by text length
   before the actor's calls are cut from it.
+- ``read_tasks``: ``READ_TASKS_PER_ACTOR`` 4 against 1: four is what Ray Data's default ran with one
+  actor on 2 cores (every free CPU at ``READ_TASK_CPUS``). Its start-up cost shows only on a fresh
+  Ray (read workers are reused here): ``python -m bench.first_rows --lever read_tasks`` measures that.
 
 ``--corpus short`` is the many-short-documents job (``make_short_documents``, 12,000 by default);
 ``mixed`` is sentences, entries and runs of entries (``make_documents``, 1,200 by default), where
@@ -28,7 +31,8 @@ from bench.corpus import make_documents, make_short_documents, write_shards
 from bench.runs import pipeline_run, start_ray, stop_ray
 
 FIELDS = ("steady_docs_per_s", "overall_docs_per_s", "seconds_total", "seconds_to_first_rows", "seconds_to_first_commit")
-LEVERS = {"calls": ("CALLS_PER_ACTOR", (1, 2)), "length_sort": ("SORT_BLOCKS_BY_LENGTH", (False, True))}
+LEVERS = {"calls": ("CALLS_PER_ACTOR", (1, 2)), "length_sort": ("SORT_BLOCKS_BY_LENGTH", (False, True)),
+          "read_tasks": ("READ_TASKS_PER_ACTOR", (4, 1))}
 CORPORA = {"short": (make_short_documents, 12000), "mixed": (make_documents, 1200)}
 
 

@@ -18,6 +18,13 @@ embedding on a small machine (bench/README.md, "Levers"). Each actor takes two c
 (``max_concurrent_calls_per_actor=2``): its torch work runs on one thread of its own, one call
 at a time (``actors.actor``), while the other call's input is fetched or its output written.
 
+Read tasks: at most ``READ_TASKS_PER_ACTOR`` (one) per actor the pool may hold run at once
+(``read_tasks``). A read task yields a block in far less time than an actor embeds it, so more
+would only queue blocks; and each one Ray starts is a new worker process whose start-up (importing
+Ray, pyarrow and this package) took the CPU from the actors loading their models. Left to Ray
+Data's default (as many as the free CPUs allow, four at ``READ_TASK_CPUS``), a local run on 2
+cores started four, and its actor's load stretched from ~5 s to ~9 s (bench/README.md, "Levers").
+
 Length order: each block a reader yields (``read_block_rows`` rows, 1024 by default) is sorted by
 text length before it leaves the read task (``length_sorted``). An actor call takes ``batch_rows``
 consecutive rows, and sorts and batches only those: with the block sorted first, a call holds
@@ -49,6 +56,7 @@ from pipeline.storage import Folder
 from pipeline.units import Unit
 
 READ_TASK_CPUS = 0.25
+READ_TASKS_PER_ACTOR = 1
 CALLS_PER_ACTOR = 2
 SORT_BLOCKS_BY_LENGTH = True
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -223,6 +231,12 @@ def _read_units(batch: pa.Table, input_config: dict[str, Any], storage: dict[str
             yield length_sorted(block) if sort_by_length else block
 
 
+def read_tasks(max_actors: int) -> int:
+    """How many read tasks run at once: ``READ_TASKS_PER_ACTOR`` per actor the pool may hold (see the
+    module's docstring for why so few)."""
+    return max(1, max_actors * READ_TASKS_PER_ACTOR)
+
+
 def block_bytes() -> int:
     """Bytes per Ray Data block: ``CORPUS_EMBED_BLOCK_BYTES`` if it is a positive int, else ``BLOCK_BYTES``
     (a bad value is named on stderr and ignored: it changes how work is cut, never what is written)."""
@@ -256,6 +270,7 @@ def build_dataset(config: JobConfig, units: list[Unit], output: Folder, run_id: 
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
     dataset = dataset.map_batches(
         _read_units, batch_size=1, batch_format="pyarrow", num_cpus=READ_TASK_CPUS,
+        compute=ray.data.TaskPoolStrategy(size=read_tasks(resources.max_actors)),
         fn_kwargs={"input_config": config.input.model_dump(), "storage": config.storage.model_dump(),
                    "block_rows": resources.read_block_rows, "sort_by_length": SORT_BLOCKS_BY_LENGTH},
     )
