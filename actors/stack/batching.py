@@ -14,6 +14,9 @@ from typing import Callable, Iterator, Sequence
 # (``resources.max_batch_tokens``): small batches keep their activations in cache and run faster
 # there (bench/README.md, "Levers"); on a GPU each kind keeps its own, wider default.
 CPU_MAX_BATCH_TOKENS = 2048
+# The padding share at which the transformer kinds end a batch (``max_padding``): with the budget
+# alone one long text would pad a batch of short ones (bench/README.md, "Padding").
+TRANSFORMER_MAX_PADDING = 0.15
 
 
 def default_max_batch_tokens(device_type: str, gpu_default: int) -> int:

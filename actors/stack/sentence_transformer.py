@@ -10,7 +10,7 @@ pooling or normalisation is re-implemented here. What differs from ``encode`` is
 1. All texts of a call are tokenized once, with the prompt, by the model's own ``preprocess``
    (sentence-transformers 5.7 and later; it truncates as ``encode`` does), unpadded.
 2. They are sorted by token count and cut into batches whose padded size stays within
-   ``max_batch_tokens`` (``budget_batches`` with ``max_padding=0.15``).
+   ``max_batch_tokens`` (``budget_batches`` with ``TRANSFORMER_MAX_PADDING``).
 3. Each batch is padded to its own longest text as the tokenizer pads (side, pad id, token type),
    runs through the modules' ``forward`` (a features dict in, ``"sentence_embedding"`` out) and
    the vectors go back to input order.
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from actors.stack.base import DocumentEmbeddings, evaluating, ordinary
-from actors.stack.batching import budget_batches, default_max_batch_tokens
+from actors.stack.batching import TRANSFORMER_MAX_PADDING, budget_batches, default_max_batch_tokens
 from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.registry import quiet_loading, resolve_transformer
 from actors.stack.specs import SentenceTransformerSpec
@@ -228,7 +228,7 @@ class SentenceTransformerEmbeddings(DocumentEmbeddings):
         device = self.device
         order: list[int] = []
         pieces: list[torch.Tensor] = []
-        for batch in budget_batches(lengths, self.max_batch_tokens, max_padding=0.15):
+        for batch in budget_batches(lengths, self.max_batch_tokens, max_padding=TRANSFORMER_MAX_PADDING):
             if tokenized is not None:
                 features = self._padded(tokenized, batch)
             else:

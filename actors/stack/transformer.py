@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from actors.stack.base import Sentences, TokenEmbeddings, evaluating, ordinary
-from actors.stack.batching import budget_batches, default_max_batch_tokens
+from actors.stack.batching import TRANSFORMER_MAX_PADDING, budget_batches, default_max_batch_tokens
 from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.registry import quiet_loading, resolve_transformer
 from actors.stack.scalar_mix import ScalarMix
@@ -427,7 +427,8 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         """
         device = self.device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        for batch in budget_batches([len(row.input_ids) for row in rows], self.max_batch_tokens, max_padding=0.15):
+        lengths = [len(row.input_ids) for row in rows]
+        for batch in budget_batches(lengths, self.max_batch_tokens, max_padding=TRANSFORMER_MAX_PADDING):
             width = max(len(rows[i].input_ids) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(batch), width), dtype=torch.long)

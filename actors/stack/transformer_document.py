@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from actors.stack.base import DocumentEmbeddings, evaluating
-from actors.stack.batching import budget_batches, default_max_batch_tokens
+from actors.stack.batching import TRANSFORMER_MAX_PADDING, budget_batches, default_max_batch_tokens
 from actors.stack.device import autocast, check_precision, pick_device
 from actors.stack.registry import resolve_transformer
 from actors.stack.specs import TransformerDocumentSpec
@@ -149,7 +149,8 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         """Run the rows in length-sorted, budgeted batches; write each pooled vector to ``out[target]``."""
         device = self.device
         pad_id = self.pad_id if self.pad_id is not None else 0
-        for batch in budget_batches([len(ids) for ids in rows], self.max_batch_tokens, max_padding=0.15):
+        row_lengths = [len(ids) for ids in rows]
+        for batch in budget_batches(row_lengths, self.max_batch_tokens, max_padding=TRANSFORMER_MAX_PADDING):
             width = max(len(rows[i]) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
