@@ -429,7 +429,7 @@ class TransformerWordEmbeddings(TokenEmbeddings):
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         lengths = [len(row.input_ids) for row in rows]
         for batch in budget_batches(lengths, self.max_batch_tokens, max_padding=TRANSFORMER_MAX_PADDING):
-            width = max(len(rows[i].input_ids) for i in batch)
+            width = max(lengths[i] for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
             for local, i in enumerate(batch):

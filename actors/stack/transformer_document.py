@@ -151,7 +151,7 @@ class TransformerDocumentEmbeddings(DocumentEmbeddings):
         pad_id = self.pad_id if self.pad_id is not None else 0
         row_lengths = [len(ids) for ids in rows]
         for batch in budget_batches(row_lengths, self.max_batch_tokens, max_padding=TRANSFORMER_MAX_PADDING):
-            width = max(len(rows[i]) for i in batch)
+            width = max(row_lengths[i] for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
             lengths = torch.zeros(len(batch), dtype=torch.long)
